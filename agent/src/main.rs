@@ -1,1 +1,97 @@
-fn main() {}
+//! The `routelet` binary: subcommands `speaker` (standalone BGP daemon) and `status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use agent::{config, control, speaker_cmd};
+
+#[derive(Parser)]
+#[command(name = "routelet", version, about = "Kubernetes node networking agent: BGP speaker, routes, status")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `bgp=debug`.
+    #[arg(long, env = "ROUTELET_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a standalone BGP speaker from a YAML config file (no Kubernetes).
+    Speaker {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only validate the config file and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show neighbors and routes of a running speaker or agent.
+    Status {
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the full status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("routelet: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Speaker { config, check } => {
+            let settings = match config::load_speaker(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("routelet: config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if check {
+                println!("{}: ok", config.display());
+                return ExitCode::SUCCESS;
+            }
+            match rt.block_on(speaker_cmd::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("routelet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { socket, json } => match rt.block_on(control::fetch_status(&socket)) {
+            Ok(status) => {
+                if json {
+                    match serde_json::to_string_pretty(&status) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => {
+                            eprintln!("routelet: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    print!("{}", status.render_table());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("routelet: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,420 @@
+//! The `routelet speaker` YAML configuration: parsing (unknown keys rejected, errors with the
+//! line), validation, and conversion into the bgp crate's `SpeakerConfig`.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bgp::config::{NeighborConfig, SpeakerConfig};
+use bgp::types::{Family, Prefix};
+use serde::Deserialize;
+
+/// Default path of the local status socket.
+pub const DEFAULT_SOCKET: &str = "/run/routelet/routelet.sock";
+/// Default Prometheus metrics address.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9179";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+fn default_listen_port() -> u16 {
+    179
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_metrics() -> String {
+    DEFAULT_METRICS.to_string()
+}
+fn default_max_paths() -> usize {
+    4
+}
+fn default_convergence_timeout() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+fn default_table() -> u32 {
+    254
+}
+fn default_hold_time() -> u16 {
+    90
+}
+fn default_connect_retry() -> u64 {
+    5
+}
+fn default_peer_port() -> u16 {
+    179
+}
+
+/// The YAML document of `routelet speaker --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakerFile {
+    pub router_id: Ipv4Addr,
+    pub asn: u32,
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// Address to listen on; default `::` (dual stack).
+    #[serde(default)]
+    pub listen_address: Option<IpAddr>,
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// `host:port` for Prometheus metrics; empty string disables.
+    #[serde(default = "default_metrics")]
+    pub metrics_address: String,
+    #[serde(default = "default_max_paths")]
+    pub max_paths: usize,
+    #[serde(default)]
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Seconds to wait for every neighbor's End-of-RIB before removing old kernel routes.
+    #[serde(default = "default_convergence_timeout")]
+    pub convergence_timeout: u64,
+    #[serde(default)]
+    pub neighbors: Vec<NeighborFile>,
+    #[serde(default)]
+    pub originate: Vec<OriginateFile>,
+    #[serde(default)]
+    pub kernel: KernelFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborFile {
+    pub address: IpAddr,
+    pub asn: u32,
+    #[serde(default = "default_peer_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: u64,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ttl_security: bool,
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    /// Default: the family of `address`.
+    #[serde(default)]
+    pub families: Option<Vec<Family>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginateFile {
+    pub prefix: Prefix,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelFile {
+    #[serde(default = "default_true")]
+    pub install: bool,
+    #[serde(default = "default_table")]
+    pub table: u32,
+}
+
+impl Default for KernelFile {
+    fn default() -> Self {
+        KernelFile {
+            install: true,
+            table: default_table(),
+        }
+    }
+}
+
+/// Everything `routelet speaker` runs with, validated.
+#[derive(Debug, Clone)]
+pub struct SpeakerSettings {
+    pub bgp: SpeakerConfig,
+    pub socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub originate: Vec<Prefix>,
+    pub kernel: KernelFile,
+}
+
+/// 1-based line of the `occurrence`-th line containing `needle` (for error messages).
+fn locate(text: &str, needle: &str, occurrence: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(occurrence)
+        .map(|(i, _)| i + 1)
+}
+
+pub fn load_speaker(path: &Path) -> Result<SpeakerSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_speaker(&text, path)
+}
+
+pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigError> {
+    let file: SpeakerFile = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let invalid = |key: String, needle: &str, occurrence: usize, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: locate(text, needle, occurrence),
+        key,
+        message,
+    };
+    if file.asn == 0 {
+        return Err(invalid("asn".into(), "asn:", 0, "AS number 0 is reserved (RFC 7607)".into()));
+    }
+    if file.router_id.is_unspecified() || file.router_id.is_multicast() {
+        return Err(invalid(
+            "router_id".into(),
+            "router_id:",
+            0,
+            format!("{} is not a usable BGP identifier", file.router_id),
+        ));
+    }
+    if file.max_paths == 0 || file.max_paths > 64 {
+        return Err(invalid("max_paths".into(), "max_paths:", 0, "must be 1..=64".into()));
+    }
+    let metrics = if file.metrics_address.is_empty() {
+        None
+    } else {
+        Some(file.metrics_address.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "metrics_address".into(),
+                "metrics_address:",
+                0,
+                format!("`{}` is not host:port ({e})", file.metrics_address),
+            )
+        })?)
+    };
+    let mut seen = HashSet::new();
+    let mut neighbors = Vec::new();
+    for (i, n) in file.neighbors.iter().enumerate() {
+        let key = |k: &str| format!("neighbors[{i}].{k}");
+        let addr_text = n.address.to_string();
+        if !seen.insert(n.address) {
+            return Err(invalid(
+                key("address"),
+                &addr_text,
+                1,
+                format!("duplicate neighbor {}", n.address),
+            ));
+        }
+        if n.asn == 0 {
+            return Err(invalid(key("asn"), &addr_text, 0, "AS number 0 is reserved".into()));
+        }
+        if n.hold_time == 1 || n.hold_time == 2 {
+            return Err(invalid(
+                key("hold_time"),
+                "hold_time:",
+                i,
+                format!("{} is not allowed: must be 0 or at least 3 seconds (RFC 4271)", n.hold_time),
+            ));
+        }
+        if n.connect_retry == 0 {
+            return Err(invalid(key("connect_retry"), "connect_retry:", 0, "must be at least 1 second".into()));
+        }
+        if let Some(pw) = &n.password {
+            if pw.is_empty() || pw.len() > bgp::network::MD5_MAX_KEY_LEN {
+                return Err(invalid(
+                    key("password"),
+                    "password:",
+                    0,
+                    format!("TCP MD5 keys are 1..={} bytes", bgp::network::MD5_MAX_KEY_LEN),
+                ));
+            }
+        }
+        if let Some(local) = n.local_address {
+            if local.is_ipv4() != n.address.is_ipv4() {
+                return Err(invalid(
+                    key("local_address"),
+                    &local.to_string(),
+                    0,
+                    format!("{local} is not of the same family as neighbor {}", n.address),
+                ));
+            }
+        }
+        let families = n.families.clone().unwrap_or_else(|| vec![Family::of_addr(&n.address)]);
+        if families.is_empty() {
+            return Err(invalid(key("families"), "families:", 0, "at least one family is needed".into()));
+        }
+        neighbors.push(NeighborConfig {
+            address: n.address,
+            port: n.port,
+            asn: n.asn,
+            passive: n.passive,
+            hold_time: n.hold_time,
+            connect_retry: Duration::from_secs(n.connect_retry),
+            password: n.password.clone(),
+            ttl_security: n.ttl_security,
+            local_address: n.local_address,
+            route_reflector_client: n.route_reflector_client,
+            families,
+        });
+    }
+    let mut originate = Vec::new();
+    let mut seen_prefixes = HashSet::new();
+    for (i, o) in file.originate.iter().enumerate() {
+        let p = o.prefix;
+        if p.trunc() != p {
+            return Err(invalid(
+                format!("originate[{i}].prefix"),
+                &p.to_string(),
+                0,
+                format!("{p} has host bits set (did you mean {}?)", p.trunc()),
+            ));
+        }
+        if !seen_prefixes.insert(p) {
+            return Err(invalid(
+                format!("originate[{i}].prefix"),
+                &p.to_string(),
+                1,
+                format!("duplicate prefix {p}"),
+            ));
+        }
+        originate.push(p);
+    }
+    let listen = if file.listen_port == 0 {
+        None
+    } else {
+        Some(SocketAddr::new(
+            file.listen_address.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            file.listen_port,
+        ))
+    };
+    Ok(SpeakerSettings {
+        bgp: SpeakerConfig {
+            router_id: file.router_id,
+            asn: file.asn,
+            listen,
+            max_paths: file.max_paths,
+            cluster_id: file.cluster_id,
+            convergence_timeout: Duration::from_secs(file.convergence_timeout),
+            neighbors,
+        },
+        socket: file.socket,
+        metrics,
+        originate,
+        kernel: file.kernel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+router_id: 192.0.2.2
+asn: 65002
+listen_port: 179            # 0 = do not listen
+socket: /run/routelet/routelet.sock   # local status API (default shown)
+neighbors:
+  - address: 192.0.2.1
+    asn: 65001
+    passive: false
+    hold_time: 90
+    password: s3cret          # optional, TCP MD5
+    ttl_security: false       # GTSM
+    route_reflector_client: false
+    families: [ipv4_unicast, ipv6_unicast]
+originate:
+  - prefix: 10.244.2.0/24
+kernel:
+  install: true               # best paths into the Linux FIB
+"#;
+
+    fn parse(t: &str) -> Result<SpeakerSettings, ConfigError> {
+        parse_speaker(t, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let s = parse(ISSUE_EXAMPLE).expect("example config is valid");
+        assert_eq!(s.bgp.asn, 65002);
+        assert_eq!(s.bgp.neighbors.len(), 1);
+        let n = &s.bgp.neighbors[0];
+        assert_eq!(n.password.as_deref(), Some("s3cret"));
+        assert_eq!(n.families, vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
+        assert_eq!(s.originate, vec!["10.244.2.0/24".parse::<Prefix>().expect("prefix")]);
+        assert_eq!(s.bgp.listen.map(|l| l.port()), Some(179));
+        assert!(s.kernel.install);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let t = ISSUE_EXAMPLE.replace("passive: false", "pasive: false");
+        let e = parse(&t).expect_err("unknown key must be rejected").to_string();
+        assert!(e.contains("pasive"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn bad_prefix_is_rejected_with_line() {
+        let t = ISSUE_EXAMPLE.replace("10.244.2.0/24", "10.244.2.0/33");
+        let e = parse(&t).expect_err("bad prefix").to_string();
+        assert!(e.contains("line 17"), "{e}");
+        let t = ISSUE_EXAMPLE.replace("10.244.2.0/24", "10.244.2.1/24");
+        let e = parse(&t).expect_err("host bits").to_string();
+        assert!(e.contains("originate[0].prefix") && e.contains(":17"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_neighbor_names_second_occurrence() {
+        let t = ISSUE_EXAMPLE.replace(
+            "originate:",
+            "  - address: 192.0.2.1\n    asn: 65003\noriginate:",
+        );
+        let e = parse(&t).expect_err("duplicate neighbor").to_string();
+        assert!(e.contains("neighbors[1].address") && e.contains("duplicate neighbor 192.0.2.1"), "{e}");
+        assert!(e.contains("test.yaml:17"), "{e}");
+    }
+
+    #[test]
+    fn hold_time_and_other_semantic_errors() {
+        let e = parse(&ISSUE_EXAMPLE.replace("hold_time: 90", "hold_time: 2")).expect_err("hold 2");
+        assert!(e.to_string().contains("neighbors[0].hold_time"), "{e}");
+        let e = parse(&ISSUE_EXAMPLE.replace("asn: 65002", "asn: 0")).expect_err("asn 0");
+        assert!(e.to_string().contains("`asn`"), "{e}");
+        let e = parse(&ISSUE_EXAMPLE.replace("router_id: 192.0.2.2", "router_id: 0.0.0.0"))
+            .expect_err("router id 0");
+        assert!(e.to_string().contains("router_id"), "{e}");
+        let e = parse(&ISSUE_EXAMPLE.replace("asn: 65002", "asn: lots")).expect_err("type error");
+        assert!(e.to_string().contains("line 3"), "{e}");
+        assert!(parse("").is_err());
+        assert!(parse(":::\n- [").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse("router_id: 10.0.0.1\nasn: 65001\n").expect("minimal config");
+        assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(s.bgp.max_paths, 4);
+        assert_eq!(s.kernel.table, 254);
+        assert!(s.bgp.neighbors.is_empty());
+        let s = parse("router_id: 10.0.0.1\nasn: 65001\nlisten_port: 0\nmetrics_address: ''\n").expect("no listen");
+        assert!(s.bgp.listen.is_none());
+        assert!(s.metrics.is_none());
+    }
+}

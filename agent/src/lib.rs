@@ -1,0 +1,8 @@
+//! routelet agent library: configuration, the local control socket, metrics, the kernel FIB
+//! writer, and the `speaker` runtime that wires them to the bgp crate.
+
+pub mod config;
+pub mod control;
+pub mod fib;
+pub mod metrics;
+pub mod speaker_cmd;

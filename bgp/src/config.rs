@@ -1,0 +1,76 @@
+//! The speaker's validated runtime configuration (built by the agent from YAML or from
+//! Kubernetes state); plain data, no parsing here.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::network::TransportOptions;
+use crate::types::{Asn, Family};
+
+/// Configuration of the whole speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub asn: Asn,
+    /// `None` = do not listen (active sessions only).
+    pub listen: Option<SocketAddr>,
+    /// ECMP width (1 = no multipath).
+    pub max_paths: usize,
+    /// Route-reflector cluster id; `None` = router id when acting as reflector.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Old kernel routes are removed once every neighbor has sent End-of-RIB, or after this.
+    pub convergence_timeout: Duration,
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+/// One configured neighbor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    /// TCP port to connect to (179).
+    pub port: u16,
+    pub asn: Asn,
+    /// Never connect; only accept.
+    pub passive: bool,
+    /// Proposed hold time in seconds (0 or >= 3).
+    pub hold_time: u16,
+    /// Base of the connect-retry backoff.
+    pub connect_retry: Duration,
+    pub password: Option<String>,
+    pub ttl_security: bool,
+    pub local_address: Option<IpAddr>,
+    pub route_reflector_client: bool,
+    pub families: Vec<Family>,
+}
+
+impl NeighborConfig {
+    /// A neighbor with routelet's defaults.
+    pub fn new(address: IpAddr, asn: Asn) -> NeighborConfig {
+        NeighborConfig {
+            address,
+            port: 179,
+            asn,
+            passive: false,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(5),
+            password: None,
+            ttl_security: false,
+            local_address: None,
+            route_reflector_client: false,
+            families: vec![Family::of_addr(&address)],
+        }
+    }
+
+    pub fn transport(&self) -> TransportOptions {
+        TransportOptions {
+            password: self.password.clone(),
+            ttl_security: self.ttl_security,
+            local_address: self.local_address,
+        }
+    }
+
+    /// IPv4 over an IPv6 session needs RFC 8950 extended next hop.
+    pub fn wants_extended_next_hop(&self) -> bool {
+        self.address.is_ipv6() && self.families.contains(&Family::Ipv4Unicast)
+    }
+}

@@ -1,0 +1,582 @@
+//! One neighbor's connection supervisor (a tokio task): connects or accepts with backoff,
+//! resolves connection collisions, runs the sans-IO `fsm::Session` over the socket through
+//! a frame reader and a writer task, arms its timers, and reports to the speaker core.
+//!
+//! ```text
+//!  listener --accepted stream--> neighbor task <--ToNeighbor (updates to send)-- core
+//!  reader task --frames--> neighbor task --NeighborEvent--> core
+//!                          neighbor task --bytes--> writer task --> socket
+//! ```
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::NeighborConfig;
+use crate::fsm::{self, CloseReason, ConnectRetry, Input, Negotiated, Output, Session, SessionConfig, Timer};
+use crate::network;
+use crate::packet::SessionCodec;
+use crate::rib::OutBatch;
+use crate::types::{notify, Asn, Family, Message, Notification, RouteRefresh, Update};
+
+/// RFC 4271 session states as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Idle => "idle",
+            PeerState::Connect => "connect",
+            PeerState::Active => "active",
+            PeerState::OpenSent => "opensent",
+            PeerState::OpenConfirm => "openconfirm",
+            PeerState::Established => "established",
+        }
+    }
+}
+
+/// Message counters of one neighbor, written by its task, read by status and metrics.
+#[derive(Debug, Default)]
+pub struct NeighborCounters {
+    pub updates_received: AtomicU64,
+    pub updates_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub established_transitions: AtomicU64,
+    /// (code, subcode) -> count
+    pub notifications_sent: Mutex<Vec<((u8, u8), u64)>>,
+    pub notifications_received: Mutex<Vec<((u8, u8), u64)>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl NeighborCounters {
+    fn count_notification(list: &Mutex<Vec<((u8, u8), u64)>>, n: &Notification) {
+        if let Ok(mut l) = list.lock() {
+            let key = (n.code, n.subcode);
+            match l.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, c)) => *c += 1,
+                None => l.push((key, 1)),
+            }
+        }
+    }
+
+    fn set_last_error(&self, e: String) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e);
+        }
+    }
+}
+
+/// What the session negotiated plus the local address of the connection.
+#[derive(Debug, Clone)]
+pub struct EstablishedInfo {
+    pub negotiated: Negotiated,
+    pub local_address: IpAddr,
+}
+
+/// Reports from a neighbor task to the core.
+#[derive(Debug)]
+pub enum NeighborEvent {
+    State(PeerState),
+    Established(EstablishedInfo),
+    Update(Update),
+    RouteRefresh(RouteRefresh),
+    /// The established session (if any) is gone; `reason` is for logs and status.
+    Down(String),
+}
+
+/// Commands from the core to a neighbor task.
+#[derive(Debug)]
+pub enum ToNeighbor {
+    /// Announce/withdraw these (only while established; dropped otherwise).
+    Send(Vec<OutBatch>),
+    EndOfRib(Family),
+    /// Close with this NOTIFICATION and stop for good.
+    Shutdown(Notification),
+}
+
+/// Handle the core keeps per neighbor.
+#[derive(Debug)]
+pub struct NeighborHandle {
+    pub commands: mpsc::UnboundedSender<ToNeighbor>,
+    pub accepted: mpsc::Sender<TcpStream>,
+    pub counters: Arc<NeighborCounters>,
+}
+
+/// Local identity the sessions need.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalIdentity {
+    pub asn: Asn,
+    pub router_id: std::net::Ipv4Addr,
+}
+
+const MAX_FRAME: usize = 65535;
+const MAX_CONNECT_RETRY: Duration = Duration::from_secs(120);
+
+/// Start the task for one neighbor.
+pub fn spawn(
+    cfg: NeighborConfig,
+    local: LocalIdentity,
+    events: mpsc::UnboundedSender<(IpAddr, NeighborEvent)>,
+) -> NeighborHandle {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (acc_tx, acc_rx) = mpsc::channel(4);
+    let counters = Arc::new(NeighborCounters::default());
+    let task = NeighborTask {
+        retry: ConnectRetry::new(cfg.connect_retry, MAX_CONNECT_RETRY.max(cfg.connect_retry)),
+        cfg,
+        local,
+        events,
+        commands: cmd_rx,
+        accepted: acc_rx,
+        counters: counters.clone(),
+        state: PeerState::Idle,
+        shutting_down: false,
+    };
+    tokio::spawn(task.run());
+    NeighborHandle {
+        commands: cmd_tx,
+        accepted: acc_tx,
+        counters,
+    }
+}
+
+enum SessionEnd {
+    /// Closed; reconnect after backoff (or at once with the pending connection).
+    Closed(String, Option<TcpStream>),
+    Shutdown,
+}
+
+enum Waited {
+    Stream(TcpStream, bool),
+    Retry,
+    Shutdown,
+}
+
+struct NeighborTask {
+    cfg: NeighborConfig,
+    local: LocalIdentity,
+    events: mpsc::UnboundedSender<(IpAddr, NeighborEvent)>,
+    commands: mpsc::UnboundedReceiver<ToNeighbor>,
+    accepted: mpsc::Receiver<TcpStream>,
+    counters: Arc<NeighborCounters>,
+    retry: ConnectRetry,
+    state: PeerState,
+    shutting_down: bool,
+}
+
+impl NeighborTask {
+    fn emit(&self, ev: NeighborEvent) {
+        let _ = self.events.send((self.cfg.address, ev));
+    }
+
+    fn set_state(&mut self, s: PeerState) {
+        if self.state != s {
+            debug!(peer = %self.cfg.address, from = self.state.as_str(), to = s.as_str(), "state");
+            self.state = s;
+            self.emit(NeighborEvent::State(s));
+        }
+    }
+
+    async fn run(mut self) {
+        let mut next: Option<(TcpStream, bool)> = None;
+        let mut delay = Duration::ZERO;
+        loop {
+            let (stream, outgoing) = match next.take() {
+                Some(c) => c,
+                None => match self.wait_for_connection(delay).await {
+                    Waited::Stream(s, o) => (s, o),
+                    Waited::Retry => {
+                        delay = self.retry.next_delay(rand::random::<f64>());
+                        continue;
+                    }
+                    Waited::Shutdown => return,
+                },
+            };
+            match self.run_session(stream, outgoing).await {
+                SessionEnd::Shutdown => {
+                    self.set_state(PeerState::Idle);
+                    return;
+                }
+                SessionEnd::Closed(reason, pending) => {
+                    self.counters.set_last_error(reason.clone());
+                    self.emit(NeighborEvent::Down(reason));
+                    self.set_state(PeerState::Idle);
+                    next = pending.map(|s| (s, false));
+                    delay = self.retry.next_delay(rand::random::<f64>());
+                }
+            }
+        }
+    }
+
+    /// Idle/Connect/Active: wait `delay`, then connect (unless passive), accepting an incoming
+    /// connection at any time.
+    async fn wait_for_connection(&mut self, delay: Duration) -> Waited {
+        self.set_state(PeerState::Active);
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let mut slept = delay.is_zero();
+        loop {
+            let connecting = slept && !self.cfg.passive;
+            if connecting {
+                self.set_state(PeerState::Connect);
+            }
+            let target = std::net::SocketAddr::new(self.cfg.address, self.cfg.port);
+            let opts = self.cfg.transport();
+            let timeout = self.cfg.connect_retry.max(Duration::from_secs(3));
+            let connect = network::connect(target, &opts, timeout);
+            tokio::select! {
+                _ = &mut sleep, if !slept => { slept = true; }
+                r = connect, if connecting => {
+                    return match r {
+                        Ok(s) => Waited::Stream(s, true),
+                        Err(e) => {
+                            debug!(peer = %self.cfg.address, error = %e, "connect failed");
+                            self.counters.set_last_error(format!("connect: {e}"));
+                            self.set_state(PeerState::Active);
+                            Waited::Retry
+                        }
+                    };
+                }
+                s = self.accepted.recv() => match s {
+                    Some(s) => return Waited::Stream(s, false),
+                    None => return Waited::Shutdown,
+                },
+                c = self.commands.recv() => match c {
+                    None | Some(ToNeighbor::Shutdown(_)) => return Waited::Shutdown,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            local_asn: self.local.asn,
+            local_id: self.local.router_id,
+            remote_asn: self.cfg.asn,
+            hold_time: self.cfg.hold_time,
+            families: self.cfg.families.clone(),
+            extended_next_hop: self.cfg.wants_extended_next_hop(),
+            graceful_restart: None,
+        }
+    }
+
+    async fn run_session(&mut self, stream: TcpStream, outgoing: bool) -> SessionEnd {
+        if !outgoing {
+            if let Err(e) = network::secure_accepted(&stream, self.cfg.ttl_security) {
+                return SessionEnd::Closed(format!("socket options: {e}"), None);
+            }
+        }
+        let local_address = match stream.local_addr() {
+            Ok(a) => network::canonical(a.ip()),
+            Err(e) => return SessionEnd::Closed(format!("socket: {e}"), None),
+        };
+        info!(peer = %self.cfg.address, outgoing, "connection up");
+        let mut conn = Connection::start(stream, self.session_config());
+        let mut pending: Option<TcpStream> = None;
+        let mut established = false;
+        let mut outputs = conn.session.start();
+        loop {
+            for out in std::mem::take(&mut outputs) {
+                match out {
+                    Output::Send(msg) => conn.send(&msg, &self.counters),
+                    Output::SetTimer(t, d) => conn.set_timer(t, Some(d)),
+                    Output::ClearTimer(t) => conn.set_timer(t, None),
+                    Output::OpenReceived { remote_id } => {
+                        self.set_state(PeerState::OpenConfirm);
+                        if let Some(other) = pending.take() {
+                            // RFC 4271 6.8: keep the connection opened by the higher BGP id.
+                            let local_wins = fsm::local_connection_wins(self.local.router_id, remote_id);
+                            if local_wins == outgoing {
+                                reject(other, notify::CEASE_COLLISION_RESOLUTION);
+                            } else {
+                                let n = Notification::new(notify::CEASE, notify::CEASE_COLLISION_RESOLUTION);
+                                outputs.extend(conn.session.handle(Input::Stop(n)));
+                                pending = Some(other);
+                            }
+                        }
+                    }
+                    Output::Established(neg) => {
+                        established = true;
+                        self.retry.reset();
+                        conn.codec.asn4 = neg.asn4;
+                        conn.codec.extended_message = neg.extended_message;
+                        self.counters.established_transitions.fetch_add(1, Ordering::Relaxed);
+                        info!(peer = %self.cfg.address, remote_id = %neg.remote_id, hold = neg.hold_time, "established");
+                        self.set_state(PeerState::Established);
+                        self.emit(NeighborEvent::Established(EstablishedInfo {
+                            negotiated: neg,
+                            local_address,
+                        }));
+                    }
+                    Output::Update(u) => {
+                        self.counters.updates_received.fetch_add(1, Ordering::Relaxed);
+                        self.emit(NeighborEvent::Update(u));
+                    }
+                    Output::RouteRefresh(rr) => self.emit(NeighborEvent::RouteRefresh(rr)),
+                    Output::Closed(reason) => {
+                        let text = match &reason {
+                            CloseReason::NotificationSent(n) => format!("sent notification {n}"),
+                            CloseReason::NotificationReceived(n) => {
+                                NeighborCounters::count_notification(&self.counters.notifications_received, n);
+                                format!("received notification {n}")
+                            }
+                            CloseReason::ConnectionLost => "connection lost".to_string(),
+                        };
+                        info!(peer = %self.cfg.address, reason = %text, established, "session closed");
+                        conn.close().await;
+                        return if self.shutting_down {
+                            SessionEnd::Shutdown
+                        } else {
+                            SessionEnd::Closed(text, pending)
+                        };
+                    }
+                }
+            }
+            if !established && conn.session.state() == fsm::State::OpenSent {
+                self.set_state(PeerState::OpenSent);
+            }
+            let input = tokio::select! {
+                frame = conn.frames.recv() => match frame {
+                    Some(mut buf) => {
+                        self.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                        match conn.codec.decode(&mut buf) {
+                            Ok(Some(msg)) => Input::Message(msg),
+                            Ok(None) => Input::DecodeError(Notification::new(notify::MESSAGE_HEADER_ERROR, notify::BAD_MESSAGE_LENGTH)),
+                            Err(e) => {
+                                warn!(peer = %self.cfg.address, error = %e, "malformed message");
+                                Input::DecodeError(e.notification)
+                            }
+                        }
+                    }
+                    None => Input::ConnectionLost,
+                },
+                _ = sleep_until(conn.hold) => Input::TimerExpired(Timer::Hold),
+                _ = sleep_until(conn.keepalive) => Input::TimerExpired(Timer::Keepalive),
+                s = self.accepted.recv() => {
+                    if let Some(s) = s {
+                        if established {
+                            reject(s, notify::CEASE_COLLISION_RESOLUTION);
+                        } else if pending.is_some() || conn.session.state() == fsm::State::OpenConfirm {
+                            // Remote id known (or a collision already pending): decide now.
+                            let local_wins = conn.remote_id.map(|r| fsm::local_connection_wins(self.local.router_id, r));
+                            match local_wins {
+                                Some(w) if w == outgoing => reject(s, notify::CEASE_COLLISION_RESOLUTION),
+                                _ => {
+                                    pending = Some(s);
+                                    let n = Notification::new(notify::CEASE, notify::CEASE_COLLISION_RESOLUTION);
+                                    outputs = conn.session.handle(Input::Stop(n));
+                                }
+                            }
+                        } else {
+                            pending = Some(s);
+                        }
+                    }
+                    continue;
+                },
+                c = self.commands.recv() => match c {
+                    Some(ToNeighbor::Send(batches)) => {
+                        if established {
+                            conn.send_batches(&batches, &self.counters, self.cfg.address);
+                        }
+                        continue;
+                    }
+                    Some(ToNeighbor::EndOfRib(f)) => {
+                        if established {
+                            conn.send_end_of_rib(f, &self.counters);
+                        }
+                        continue;
+                    }
+                    Some(ToNeighbor::Shutdown(n)) => {
+                        self.shutting_down = true;
+                        Input::Stop(n)
+                    }
+                    None => {
+                        self.shutting_down = true;
+                        Input::Stop(Notification::new(notify::CEASE, notify::CEASE_PEER_DECONFIGURED))
+                    }
+                },
+            };
+            if let Input::Message(Message::Open(open)) = &input {
+                conn.remote_id = Some(open.router_id);
+            }
+            outputs = conn.session.handle(input);
+            for o in &outputs {
+                if let Output::Send(Message::Notification(n)) = o {
+                    NeighborCounters::count_notification(&self.counters.notifications_sent, n);
+                }
+            }
+        }
+    }
+}
+
+fn reject(stream: TcpStream, subcode: u8) {
+    tokio::spawn(send_notification_and_close(stream, Notification::new(notify::CEASE, subcode)));
+}
+
+/// Send one NOTIFICATION on a connection we will not use, then close it.
+pub async fn send_notification_and_close(mut stream: TcpStream, n: Notification) {
+    let mut buf = BytesMut::new();
+    if SessionCodec::new().encode(&Message::Notification(n), &mut buf).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&buf)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One TCP connection with its FSM session, codec, timers and I/O tasks.
+struct Connection {
+    session: Session,
+    codec: SessionCodec,
+    frames: mpsc::Receiver<BytesMut>,
+    writer: mpsc::UnboundedSender<Bytes>,
+    writer_task: tokio::task::JoinHandle<()>,
+    reader_task: tokio::task::JoinHandle<()>,
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+    remote_id: Option<std::net::Ipv4Addr>,
+}
+
+impl Connection {
+    fn start(stream: TcpStream, cfg: SessionConfig) -> Connection {
+        let (rd, wr) = stream.into_split();
+        let (ftx, frx) = mpsc::channel(256);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        Connection {
+            session: Session::new(cfg),
+            codec: SessionCodec::new(),
+            frames: frx,
+            writer: wtx,
+            writer_task: tokio::spawn(write_loop(wr, wrx)),
+            reader_task: tokio::spawn(read_frames(rd, ftx)),
+            hold: None,
+            keepalive: None,
+            remote_id: None,
+        }
+    }
+
+    fn set_timer(&mut self, t: Timer, d: Option<Duration>) {
+        let at = d.map(|d| Instant::now() + d);
+        match t {
+            Timer::Hold => self.hold = at,
+            Timer::Keepalive => self.keepalive = at,
+        }
+    }
+
+    fn send(&mut self, msg: &Message, counters: &NeighborCounters) {
+        let mut buf = BytesMut::new();
+        match self.codec.encode(msg, &mut buf) {
+            Ok(()) => {
+                counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                if matches!(msg, Message::Update(_)) {
+                    counters.updates_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = self.writer.send(buf.freeze());
+            }
+            Err(e) => warn!(error = %e, kind = msg.kind(), "cannot encode message"),
+        }
+    }
+
+    fn send_batches(&mut self, batches: &[OutBatch], counters: &NeighborCounters, peer: IpAddr) {
+        let mut buf = BytesMut::new();
+        let mut n = 0;
+        for b in batches {
+            let r = match b {
+                OutBatch::Withdraw { family, prefixes } => self.codec.encode_withdraw(*family, prefixes, &mut buf),
+                OutBatch::Announce { family, attrs, prefixes } => {
+                    self.codec.encode_announce(*family, attrs, prefixes, &mut buf)
+                }
+            };
+            match r {
+                Ok(k) => n += k,
+                Err(e) => warn!(%peer, error = %e, "cannot encode update"),
+            }
+        }
+        if n > 0 {
+            counters.updates_sent.fetch_add(n as u64, Ordering::Relaxed);
+            counters.messages_sent.fetch_add(n as u64, Ordering::Relaxed);
+            let _ = self.writer.send(buf.freeze());
+        }
+    }
+
+    fn send_end_of_rib(&mut self, family: Family, counters: &NeighborCounters) {
+        let mut buf = BytesMut::new();
+        if self.codec.encode_end_of_rib(family, &mut buf).is_ok() {
+            counters.updates_sent.fetch_add(1, Ordering::Relaxed);
+            counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+            let _ = self.writer.send(buf.freeze());
+        }
+    }
+
+    /// Flush what is queued (e.g. a NOTIFICATION), then close both halves.
+    async fn close(self) {
+        drop(self.writer);
+        let mut w = self.writer_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut w).await.is_err() {
+            w.abort();
+        }
+        self.reader_task.abort();
+    }
+}
+
+/// Split the byte stream into BGP messages by the header length field; the codec validates.
+async fn read_frames(mut rd: OwnedReadHalf, frames: mpsc::Sender<BytesMut>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while buf.len() >= 19 {
+            let len = usize::from(u16::from_be_bytes([buf[16], buf[17]]));
+            // A length below the header size is passed on as a bare header for the codec to reject.
+            let take = if len < 19 { 19 } else { len.min(MAX_FRAME) };
+            if buf.len() < take {
+                break;
+            }
+            let frame = buf.split_to(take);
+            if frames.send(frame).await.is_err() {
+                return;
+            }
+            if len < 19 {
+                return;
+            }
+        }
+        buf.reserve(64 * 1024);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    while let Some(b) = rx.recv().await {
+        if wr.write_all(&b).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
