@@ -262,7 +262,7 @@ mod tests {
             payload.extend_from_slice(&nla_len.to_ne_bytes());
             payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
             payload.extend_from_slice(&value);
-            while payload.len() % 4 != 0 {
+            while !payload.len().is_multiple_of(4) {
                 payload.push(0);
             }
         }

@@ -41,7 +41,7 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
             next_hops: nh.clone(),
         })
         .collect();
-    replaces.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    replaces.sort_by_key(|r| r.prefix);
 
     let mut deletes: Vec<Prefix> = kernel_map
         .keys()

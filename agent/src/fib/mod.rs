@@ -91,7 +91,11 @@ impl fmt::Display for FibOpKind {
 }
 
 fn errno_text(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.split_once(" (os error") {
+        Some((description, _)) => description.to_string(),
+        None => text,
+    }
 }
 
 fn ext_text(message: &Option<String>) -> String {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -180,10 +180,8 @@ impl FibTask {
             if count >= self.config.max_coalesce {
                 break;
             }
-            next = match rx.try_recv() {
-                Ok(cmd) => Some(cmd),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            // Empty or disconnected: this batch is complete.
+            next = rx.try_recv().ok();
         }
         drained
     }
