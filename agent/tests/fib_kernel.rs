@@ -367,6 +367,62 @@ fn never_returns_or_touches_other_protocols_routes() {
 }
 
 #[test]
+fn with_metric_coexists_with_other_protocols_same_prefix() {
+    let ns = setup();
+    ns.ip(&[
+        "route",
+        "add",
+        "10.50.0.0/16",
+        "via",
+        "10.0.0.1",
+        "proto",
+        "static",
+    ]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:50::/48",
+        "via",
+        "2001:db8::1",
+        "proto",
+        "static",
+    ]);
+    let theirs = kernel_routes_proto(&ns, "static");
+    ns.block_on(|| async {
+        let fib = new_fib().with_metric(50);
+        apply_ok(
+            &fib,
+            vec![
+                FibOp::Replace(route("10.50.0.0/16", &["10.0.0.2"])),
+                FibOp::Replace(route("2001:db8:50::/48", &["2001:db8::2"])),
+            ],
+        )
+        .await;
+        let ours = map(&[
+            ("10.50.0.0/16", &["10.0.0.2"]),
+            ("2001:db8:50::/48", &["2001:db8::2"]),
+        ]);
+        assert_eq!(kernel_routes(&ns), ours);
+        assert_eq!(kernel_routes_proto(&ns, "static"), theirs);
+        assert_eq!(dump_map(fib.dump().await.expect("dump")), ours);
+        let raw = ns.ip_json(&["-4", "route", "show", "10.50.0.0/16", "proto", "200"]);
+        assert_eq!(raw[0]["metric"].as_u64(), Some(50));
+        apply_ok(
+            &fib,
+            vec![
+                FibOp::Delete(p("10.50.0.0/16")),
+                FibOp::Delete(p("2001:db8:50::/48")),
+            ],
+        )
+        .await;
+        assert!(kernel_routes(&ns).is_empty());
+    });
+    assert_eq!(kernel_routes_proto(&ns, "static"), theirs);
+    assert_eq!(theirs.len(), 2);
+}
+
+#[test]
 fn errors_carry_context_and_do_not_stop_the_batch() {
     let ns = setup();
     ns.block_on(|| async {

@@ -20,6 +20,8 @@ pub(crate) struct RouteParams {
     pub protocol: u8,
     /// Output interface used for IPv6 link-local next hops (they are ambiguous without one).
     pub link_local_ifindex: Option<u32>,
+    /// RTA_PRIORITY of our routes; `None` = kernel default (0 for IPv4, 1024 for IPv6).
+    pub metric: Option<u32>,
 }
 
 fn family_of(prefix: &Prefix) -> AddressFamily {
@@ -42,6 +44,9 @@ fn base_message(prefix: &Prefix, params: &RouteParams) -> RouteMessage {
             prefix.addr(),
         )));
     msg.attributes.push(RouteAttribute::Table(params.table));
+    if let Some(metric) = params.metric {
+        msg.attributes.push(RouteAttribute::Priority(metric));
+    }
     msg
 }
 
@@ -168,6 +173,19 @@ pub(crate) fn parse_route(msg: &RouteMessage, params: &RouteParams) -> Option<Ke
     if table != params.table {
         return None;
     }
+    if let Some(metric) = params.metric {
+        let priority = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if priority != metric {
+            return None;
+        }
+    }
     let len = header.destination_prefix_length;
     let dst = msg.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
@@ -208,6 +226,7 @@ mod tests {
         table: 254,
         protocol: 200,
         link_local_ifindex: None,
+        metric: None,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -324,6 +343,27 @@ mod tests {
         clone.header.flags = RouteFlags::Cloned;
         assert_eq!(parse_route(&clone, &PARAMS), None);
         assert!(parse_route(&msg, &PARAMS).is_some());
+    }
+
+    #[test]
+    fn metric_is_sent_and_filters_dumps() {
+        let params = RouteParams {
+            metric: Some(50),
+            ..PARAMS
+        };
+        let route = KernelRoute {
+            prefix: "10.1.0.0/16".parse().unwrap(),
+            next_hops: vec![ip("10.0.0.1")],
+        };
+        let msg = build_replace(&route, &params).unwrap();
+        assert!(msg.attributes.contains(&RouteAttribute::Priority(50)));
+        assert!(build_delete(&route.prefix, &params)
+            .attributes
+            .contains(&RouteAttribute::Priority(50)));
+        assert!(parse_route(&msg, &params).is_some());
+        // Same protocol, default metric: not one of ours under this configuration.
+        let default_metric = build_replace(&route, &PARAMS).unwrap();
+        assert_eq!(parse_route(&default_metric, &params), None);
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Fib {
                 table,
                 protocol,
                 link_local_ifindex: None,
+                metric: None,
             },
         })
     }
@@ -197,6 +198,16 @@ impl Fib {
     /// resolves their gateway.
     pub fn with_ifindex(mut self, ifindex: u32) -> Fib {
         self.params.link_local_ifindex = Some(ifindex);
+        self
+    }
+
+    /// Install our routes with this metric (RTA_PRIORITY) and only consider routes of our
+    /// protocol with this metric as ours. The kernel's NLM_F_REPLACE matches on prefix,
+    /// table, TOS and metric but *not* protocol, so with the default metric a replace would
+    /// overwrite another daemon's route for the same prefix in the same table; a metric no
+    /// one else uses keeps both routes side by side (the lower metric is preferred).
+    pub fn with_metric(mut self, metric: u32) -> Fib {
+        self.params.metric = Some(metric);
         self
     }
 
