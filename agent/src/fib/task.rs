@@ -1,0 +1,275 @@
+//! The FIB owner task: the only writer of routelet's kernel routes. It coalesces route
+//! updates into batches, keeps routes left by a previous run until routing has converged,
+//! and periodically re-dumps the kernel to repair routes of ours changed by someone else.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::message::canonical_next_hops;
+use super::{diff, Fib, FibOp, FibOpKind, KernelRoute, Prefix};
+
+/// Commands driving the FIB task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibCommand {
+    /// Desired next hops for `prefix`; an empty list removes the route.
+    Set {
+        prefix: Prefix,
+        next_hops: Vec<IpAddr>,
+    },
+    /// Initial routing has converged: routes of ours left in the kernel by a previous run
+    /// that are still not desired are deleted now, and from then on kernel == desired.
+    Converged,
+    /// Stop. Routes stay installed (graceful restart keeps forwarding).
+    Shutdown,
+}
+
+/// Counters shared with the metrics exporter.
+#[derive(Debug, Default)]
+pub struct FibStats {
+    /// Routes of ours currently in the kernel (as last known by the task).
+    pub installed: AtomicU64,
+    /// Failed kernel operations (replace or delete), cumulative.
+    pub install_errors: AtomicU64,
+    /// Routes deleted from the kernel, cumulative.
+    pub removed: AtomicU64,
+}
+
+/// Tunables of the FIB task.
+#[derive(Debug, Clone)]
+pub struct FibTaskConfig {
+    /// How often the kernel is re-dumped and differences repaired.
+    pub resync_interval: Duration,
+    /// At most this many queued commands are coalesced into one batch.
+    pub max_coalesce: usize,
+}
+
+impl Default for FibTaskConfig {
+    fn default() -> Self {
+        FibTaskConfig {
+            resync_interval: Duration::from_secs(5),
+            max_coalesce: 200_000,
+        }
+    }
+}
+
+/// Spawn the FIB task with the default configuration (5 s resync).
+pub fn spawn_fib_task(
+    fib: Fib,
+    rx: mpsc::Receiver<FibCommand>,
+    stats: Arc<FibStats>,
+) -> JoinHandle<()> {
+    spawn_fib_task_with(fib, rx, stats, FibTaskConfig::default())
+}
+
+/// Spawn the FIB task on the current tokio runtime.
+pub fn spawn_fib_task_with(
+    fib: Fib,
+    rx: mpsc::Receiver<FibCommand>,
+    stats: Arc<FibStats>,
+    config: FibTaskConfig,
+) -> JoinHandle<()> {
+    let task = FibTask {
+        fib,
+        stats,
+        config,
+        desired: HashMap::new(),
+        kernel: HashMap::new(),
+        converged: false,
+    };
+    tokio::spawn(task.run(rx))
+}
+
+struct FibTask {
+    fib: Fib,
+    stats: Arc<FibStats>,
+    config: FibTaskConfig,
+    /// Desired routes (canonical next hops, never empty).
+    desired: HashMap<Prefix, Vec<IpAddr>>,
+    /// Our routes in the kernel as far as we know (last dump + our successful ops).
+    kernel: HashMap<Prefix, Vec<IpAddr>>,
+    converged: bool,
+}
+
+/// What one drained group of commands asks for.
+#[derive(Default)]
+struct Drained {
+    touched: HashSet<Prefix>,
+    converge: bool,
+    shutdown: bool,
+}
+
+impl FibTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<FibCommand>) {
+        match self.fib.dump().await {
+            Ok(routes) => {
+                if !routes.is_empty() {
+                    info!(
+                        count = routes.len(),
+                        "keeping routes of ours left in the kernel until routing converges"
+                    );
+                }
+                self.kernel = routes
+                    .into_iter()
+                    .map(|r| (r.prefix, r.next_hops))
+                    .collect();
+            }
+            Err(e) => warn!(error = %e, "initial FIB dump failed; relying on resync"),
+        }
+        self.publish();
+
+        let mut resync = tokio::time::interval(self.config.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await; // the first tick is immediate
+
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else {
+                        debug!("FIB command channel closed; leaving routes in place");
+                        return;
+                    };
+                    let drained = self.drain(cmd, &mut rx);
+                    self.apply_touched(drained.touched).await;
+                    if drained.converge && !self.converged {
+                        self.converged = true;
+                        info!("routing converged; removing stale routes");
+                        self.resync().await;
+                    }
+                    if drained.shutdown {
+                        debug!("FIB task shutting down; leaving routes in place");
+                        return;
+                    }
+                }
+                _ = resync.tick() => self.resync().await,
+            }
+        }
+    }
+
+    /// Absorb `first` and everything already queued (up to `max_coalesce`) into the desired
+    /// map; stops early at Shutdown.
+    fn drain(&mut self, first: FibCommand, rx: &mut mpsc::Receiver<FibCommand>) -> Drained {
+        let mut drained = Drained::default();
+        let mut next = Some(first);
+        let mut count = 0usize;
+        while let Some(cmd) = next.take() {
+            count += 1;
+            match cmd {
+                FibCommand::Set { prefix, next_hops } => {
+                    let prefix = prefix.trunc();
+                    let hops = canonical_next_hops(&next_hops);
+                    if hops.is_empty() {
+                        self.desired.remove(&prefix);
+                    } else {
+                        self.desired.insert(prefix, hops);
+                    }
+                    drained.touched.insert(prefix);
+                }
+                FibCommand::Converged => drained.converge = true,
+                FibCommand::Shutdown => {
+                    drained.shutdown = true;
+                    break;
+                }
+            }
+            if count >= self.config.max_coalesce {
+                break;
+            }
+            // Empty or disconnected: this batch is complete.
+            next = rx.try_recv().ok();
+        }
+        drained
+    }
+
+    /// Bring the touched prefixes in line with the desired map (explicit removals delete
+    /// the kernel route even before convergence).
+    async fn apply_touched(&mut self, touched: HashSet<Prefix>) {
+        let mut ops: Vec<FibOp> = Vec::new();
+        for prefix in touched {
+            match (self.desired.get(&prefix), self.kernel.get(&prefix)) {
+                (Some(want), have) if have != Some(want) => ops.push(FibOp::Replace(KernelRoute {
+                    prefix,
+                    next_hops: want.clone(),
+                })),
+                (None, Some(_)) => ops.push(FibOp::Delete(prefix)),
+                _ => {}
+            }
+        }
+        self.apply(ops).await;
+    }
+
+    /// Re-dump the kernel and repair differences. Before convergence only desired routes
+    /// are (re)installed: stale routes are left alone.
+    async fn resync(&mut self) {
+        let routes = match self.fib.dump().await {
+            Ok(routes) => routes,
+            Err(e) => {
+                warn!(error = %e, "FIB resync dump failed");
+                return;
+            }
+        };
+        let mut ops = diff(&self.desired, &routes);
+        if !self.converged {
+            ops.retain(|op| matches!(op, FibOp::Replace(_)));
+        }
+        self.kernel = routes
+            .into_iter()
+            .map(|r| (r.prefix, r.next_hops))
+            .collect();
+        if !ops.is_empty() {
+            info!(count = ops.len(), "FIB resync: repairing kernel routes");
+        }
+        self.apply(ops).await;
+    }
+
+    async fn apply(&mut self, ops: Vec<FibOp>) {
+        if ops.is_empty() {
+            self.publish();
+            return;
+        }
+        let index: Vec<(FibOpKind, Prefix)> = ops.iter().map(|o| (o.kind(), o.prefix())).collect();
+        let report = self.fib.apply(ops).await;
+        for (op, err) in &report.errors {
+            warn!(error = %err, "FIB operation failed");
+            debug!(?op, "failed FIB operation");
+        }
+        self.stats
+            .install_errors
+            .fetch_add(report.errors.len() as u64, Ordering::Relaxed);
+        let failed: HashSet<(FibOpKind, Prefix)> = report
+            .errors
+            .iter()
+            .map(|(op, _)| (op.kind(), op.prefix()))
+            .collect();
+        for (kind, prefix) in index {
+            if failed.contains(&(kind, prefix)) {
+                continue;
+            }
+            match kind {
+                // Replace ops are always built from the desired map.
+                FibOpKind::Replace => {
+                    if let Some(hops) = self.desired.get(&prefix) {
+                        self.kernel.insert(prefix, hops.clone());
+                    }
+                }
+                FibOpKind::Delete => {
+                    if self.kernel.remove(&prefix).is_some() {
+                        self.stats.removed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.stats
+            .installed
+            .store(self.kernel.len() as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared helpers for agent integration tests.
+
+pub mod netns;
