@@ -9,8 +9,8 @@ use super::{FibOp, KernelRoute, Prefix};
 
 /// Operations turning `kernel` (our routes as dumped) into `desired`.
 ///
-/// * a desired prefix missing from the kernel, or present with a different next-hop set,
-///   is `Replace`d (next hops compared as sets: order and duplicates do not matter);
+/// * a desired prefix missing from the kernel is `Add`ed (exclusively: never over another
+///   protocol's route), one present with a different next-hop set is `Replace`d (next hops compared as sets: order and duplicates do not matter);
 /// * a kernel route whose prefix is not desired (or desired with no next hops) is `Delete`d;
 /// * prefixes are compared after masking host bits.
 ///
@@ -33,15 +33,22 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
         *hops = canonical_next_hops(hops);
     }
 
-    let mut replaces: Vec<KernelRoute> = desired
+    let mut replaces: Vec<FibOp> = desired
         .iter()
         .filter(|(p, nh)| kernel_map.get(p) != Some(nh))
-        .map(|(p, nh)| KernelRoute {
-            prefix: *p,
-            next_hops: nh.clone(),
+        .map(|(p, nh)| {
+            let route = KernelRoute {
+                prefix: *p,
+                next_hops: nh.clone(),
+            };
+            if kernel_map.contains_key(p) {
+                FibOp::Replace(route)
+            } else {
+                FibOp::Add(route)
+            }
         })
         .collect();
-    replaces.sort_by_key(|r| r.prefix);
+    replaces.sort_by_key(|op| op.prefix());
 
     let mut deletes: Vec<Prefix> = kernel_map
         .keys()
@@ -52,7 +59,6 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
 
     replaces
         .into_iter()
-        .map(FibOp::Replace)
         .chain(deletes.into_iter().map(FibOp::Delete))
         .collect()
 }
@@ -81,7 +87,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_routes_are_replaced_extra_routes_deleted() {
+    fn missing_routes_are_added_extra_routes_deleted() {
         let desired = HashMap::from([
             (p("10.1.0.0/16"), ips(&["10.0.0.1"])),
             (p("2001:db8:1::/48"), ips(&["2001:db8::1", "2001:db8::2"])),
@@ -91,8 +97,8 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                FibOp::Replace(kr("10.1.0.0/16", &["10.0.0.1"])),
-                FibOp::Replace(kr("2001:db8:1::/48", &["2001:db8::1", "2001:db8::2"])),
+                FibOp::Add(kr("10.1.0.0/16", &["10.0.0.1"])),
+                FibOp::Add(kr("2001:db8:1::/48", &["2001:db8::1", "2001:db8::2"])),
                 FibOp::Delete(p("10.9.0.0/16")),
             ]
         );
@@ -143,7 +149,7 @@ mod tests {
         assert_eq!(
             diff(&desired, &kernel),
             vec![
-                FibOp::Replace(kr("10.1.0.0/24", &["10.0.0.1"])),
+                FibOp::Add(kr("10.1.0.0/24", &["10.0.0.1"])),
                 FibOp::Delete(p("10.1.0.0/16")),
             ]
         );

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 pub use diff::diff;
 pub use task::{spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig};
@@ -52,7 +52,11 @@ pub struct KernelRoute {
 /// One change to apply to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibOp {
-    /// Create or replace the route (NLM_F_CREATE | NLM_F_REPLACE).
+    /// Create a route for a prefix we have no route for (NLM_F_CREATE | NLM_F_EXCL): if any
+    /// other route with the same prefix, table and metric exists (another protocol's), the
+    /// kernel refuses with EEXIST instead of letting us overwrite it.
+    Add(KernelRoute),
+    /// Replace our own existing route (NLM_F_CREATE | NLM_F_REPLACE).
     Replace(KernelRoute),
     /// Delete our route for this prefix; deleting an absent route succeeds.
     Delete(Prefix),
@@ -61,13 +65,14 @@ pub enum FibOp {
 impl FibOp {
     pub fn prefix(&self) -> Prefix {
         match self {
-            FibOp::Replace(r) => r.prefix,
+            FibOp::Add(r) | FibOp::Replace(r) => r.prefix,
             FibOp::Delete(p) => *p,
         }
     }
 
     pub fn kind(&self) -> FibOpKind {
         match self {
+            FibOp::Add(_) => FibOpKind::Add,
             FibOp::Replace(_) => FibOpKind::Replace,
             FibOp::Delete(_) => FibOpKind::Delete,
         }
@@ -77,6 +82,7 @@ impl FibOp {
 /// The kind of a [`FibOp`], for error context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FibOpKind {
+    Add,
     Replace,
     Delete,
 }
@@ -84,6 +90,7 @@ pub enum FibOpKind {
 impl fmt::Display for FibOpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            FibOpKind::Add => "add",
             FibOpKind::Replace => "replace",
             FibOpKind::Delete => "delete",
         })
@@ -267,7 +274,7 @@ impl Fib {
                     .into_iter()
                     .map(|(op, prefix)| {
                         let failed = match op {
-                            FibOpKind::Replace => FibOp::Replace(KernelRoute {
+                            FibOpKind::Add | FibOpKind::Replace => FibOp::Replace(KernelRoute {
                                 prefix,
                                 next_hops: Vec::new(),
                             }),
@@ -296,12 +303,14 @@ fn apply_blocking(
     let mut requests = Vec::with_capacity(ops.len());
     for op in ops {
         match &op {
-            FibOp::Replace(route) => match message::build_replace(route, params) {
+            FibOp::Add(route) | FibOp::Replace(route) => match message::build_replace(route, params) {
                 Ok(msg) => {
-                    requests.push((
-                        RouteNetlinkMessage::NewRoute(msg),
-                        NLM_F_CREATE | NLM_F_REPLACE,
-                    ));
+                    let flags = if matches!(op, FibOp::Add(_)) {
+                        NLM_F_CREATE | NLM_F_EXCL
+                    } else {
+                        NLM_F_CREATE | NLM_F_REPLACE
+                    };
+                    requests.push((RouteNetlinkMessage::NewRoute(msg), flags));
                     sent_ops.push(op);
                 }
                 Err(e) => report.errors.push((op, e)),

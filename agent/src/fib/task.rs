@@ -192,10 +192,18 @@ impl FibTask {
         let mut ops: Vec<FibOp> = Vec::new();
         for prefix in touched {
             match (self.desired.get(&prefix), self.kernel.get(&prefix)) {
-                (Some(want), have) if have != Some(want) => ops.push(FibOp::Replace(KernelRoute {
-                    prefix,
-                    next_hops: want.clone(),
-                })),
+                (Some(want), have) if have != Some(want) => {
+                    let route = KernelRoute {
+                        prefix,
+                        next_hops: want.clone(),
+                    };
+                    // A prefix we have no route for is created exclusively, so a route of
+                    // another protocol for the same prefix is never overwritten.
+                    ops.push(match have {
+                        Some(_) => FibOp::Replace(route),
+                        None => FibOp::Add(route),
+                    });
+                }
                 (None, Some(_)) => ops.push(FibOp::Delete(prefix)),
                 _ => {}
             }
@@ -215,7 +223,7 @@ impl FibTask {
         };
         let mut ops = diff(&self.desired, &routes);
         if !self.converged {
-            ops.retain(|op| matches!(op, FibOp::Replace(_)));
+            ops.retain(|op| matches!(op, FibOp::Add(_) | FibOp::Replace(_)));
         }
         self.kernel = routes
             .into_iter()
@@ -252,7 +260,7 @@ impl FibTask {
             }
             match kind {
                 // Replace ops are always built from the desired map.
-                FibOpKind::Replace => {
+                FibOpKind::Add | FibOpKind::Replace => {
                     if let Some(hops) = self.desired.get(&prefix) {
                         self.kernel.insert(prefix, hops.clone());
                     }
