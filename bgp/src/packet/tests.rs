@@ -475,7 +475,8 @@ fn extended_message_allows_bigger_updates() {
         asn4: true,
         extended_message: true,
     };
-    let prefixes: Vec<Prefix> = (0..10_000u32)
+    // 20k /24s = 80000 bytes of withdrawn routes: two messages of up to 65535 bytes
+    let prefixes: Vec<Prefix> = (0..20_000u32)
         .map(|i| {
             Prefix::V4(
                 ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
@@ -486,8 +487,13 @@ fn extended_message_allows_bigger_updates() {
     let n = c
         .encode_withdraw(Family::Ipv4Unicast, &prefixes, &mut buf)
         .expect("encode");
-    assert_eq!(n, 1 + 40_000 / (65535 - 23));
+    assert_eq!(n, 2);
+    let first_len = u16::from_be_bytes([buf[16], buf[17]]) as usize;
+    assert!(first_len > 4096);
     assert_eq!(decode_all(&c, &buf).len(), n);
+    // a session without extended messages rejects it
+    let n = decode_err(&codec(true), &buf);
+    assert_eq!((n.code, n.subcode), (1, 2));
 }
 
 #[test]
@@ -596,6 +602,34 @@ fn timing_100k_prefixes() {
     assert_eq!(msgs.len(), n);
     println!(
         "100k IPv4 prefixes: encode {enc:?} ({n} msgs, {} bytes), decode {dec:?}",
+        buf.len()
+    );
+
+    let v6: Vec<Prefix> = (0..100_000u32)
+        .map(|i| {
+            let a = Ipv6Addr::from((0x2001_0db8u128 << 96) | (u128::from(i) << 64));
+            Prefix::V6(ipnet::Ipv6Net::new(a, 64).expect("net"))
+        })
+        .collect();
+    let attrs = PathAttributes {
+        next_hop: Some(NextHop {
+            addr: IpAddr::V6("2001:db8::1".parse().expect("v6")),
+            link_local: Some("fe80::1".parse().expect("ll")),
+        }),
+        ..full_attrs()
+    };
+    let t = std::time::Instant::now();
+    let mut buf = BytesMut::new();
+    let n = c
+        .encode_announce(Family::Ipv6Unicast, &attrs, &v6, &mut buf)
+        .expect("encode");
+    let enc = t.elapsed();
+    let t = std::time::Instant::now();
+    let msgs = decode_all(&c, &buf);
+    let dec = t.elapsed();
+    assert_eq!(msgs.len(), n);
+    println!(
+        "100k IPv6 prefixes: encode {enc:?} ({n} msgs, {} bytes), decode {dec:?}",
         buf.len()
     );
 }
