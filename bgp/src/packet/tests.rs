@@ -741,3 +741,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn encode_rejects_inconsistent_input_without_writing() {
+    let c = codec(true);
+    let v4nh = PathAttributes {
+        next_hop: Some(NextHop::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))),
+        ..PathAttributes::default()
+    };
+    let mut buf = BytesMut::new();
+    // IPv6 routes with an IPv4 next hop
+    assert!(c
+        .encode_announce(Family::Ipv6Unicast, &v4nh, &[p("2001:db8::/32")], &mut buf)
+        .is_err());
+    // prefix of the wrong family
+    assert!(c
+        .encode_announce(Family::Ipv4Unicast, &v4nh, &[p("2001:db8::/32")], &mut buf)
+        .is_err());
+    assert!(c
+        .encode_withdraw(Family::Ipv6Unicast, &[p("10.0.0.0/8")], &mut buf)
+        .is_err());
+    // no next hop
+    assert!(c
+        .encode_announce(
+            Family::Ipv4Unicast,
+            &PathAttributes::default(),
+            &[p("10.0.0.0/8")],
+            &mut buf
+        )
+        .is_err());
+    assert!(buf.is_empty());
+    assert_eq!(
+        c.encode_announce(Family::Ipv4Unicast, &v4nh, &[], &mut buf),
+        Ok(0)
+    );
+}

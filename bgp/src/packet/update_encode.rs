@@ -281,12 +281,12 @@ pub(super) fn encode_announce(
     out: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     check_family(family, prefixes)?;
-    let nh = attrs
-        .next_hop
-        .ok_or_else(|| EncodeError::invalid("UPDATE", "announcement without a next hop"))?;
     if prefixes.is_empty() {
         return Ok(0);
     }
+    let nh = attrs
+        .next_hop
+        .ok_or_else(|| EncodeError::invalid("UPDATE", "announcement without a next hop"))?;
     let max = codec.max_message_len();
     match (family, nh.addr) {
         (Family::Ipv4Unicast, IpAddr::V4(v4)) => {
