@@ -1,11 +1,30 @@
 //! Routing information bases: Adj-RIB-In per peer, the Loc-RIB with best path selection
 //! (RFC 4271 9.1, each best path recording why it won) and ECMP, and the export rules that
 //! compute what each peer's Adj-RIB-Out should hold. Pure: no I/O.
+//!
+//! Layout: `loc_rib` (the `Rib`: destinations, peers, originated routes), `adj_in` (UPDATE
+//! application and import rules), `best_path` (decision process + ECMP), `export` (export
+//! rules), `adj_out` (per-peer Adj-RIB-Out with coalescing), `intern` (attribute interner).
+
+mod adj_in;
+mod adj_out;
+mod best_path;
+mod export;
+mod intern;
+mod loc_rib;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_export;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::types::{Asn, NextHop, PathAttributes, Prefix};
+use crate::types::{Asn, Family, NextHop, PathAttributes, Prefix};
+
+pub use adj_out::{AdjRibOut, OutBatch};
+pub use loc_rib::{BestView, Rib, UpdateOutcome};
 
 /// Where a path came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +47,8 @@ pub struct PeerInfo {
     pub route_reflector_client: bool,
     /// IPv4 routes may be sent with an IPv6 next hop to this peer (RFC 8950 negotiated).
     pub extended_next_hop: bool,
+    /// Families negotiated on the session; only these are exported to the peer.
+    pub families: Vec<Family>,
 }
 
 /// Why the best path won (the last tie-break that decided it).

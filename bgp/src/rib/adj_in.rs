@@ -1,0 +1,147 @@
+//! Adj-RIB-In side of the `Rib`: applying a received UPDATE and the import rules (loop
+//! detection, LOCAL_PREF handling, RFC 7606 treat-as-withdraw).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::loc_rib::{Rib, UpdateOutcome};
+use super::LocRibChange;
+use crate::types::{Family, PathAttributes, Prefix, Update};
+
+/// Which loop check of the import rules rejected a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reject {
+    /// eBGP: our ASN is in the AS_PATH.
+    AsPath,
+    /// iBGP: ORIGINATOR_ID is our router id.
+    OriginatorId,
+    /// iBGP: our cluster id is in the CLUSTER_LIST.
+    ClusterList,
+}
+
+impl Rib {
+    /// Import rules, evaluated once per UPDATE (they do not depend on the prefix).
+    pub(super) fn import_check(&self, attrs: &PathAttributes, ebgp: bool) -> Option<Reject> {
+        if ebgp {
+            if attrs.as_path.contains(self.local_asn) {
+                return Some(Reject::AsPath);
+            }
+        } else {
+            if attrs.originator_id == Some(self.router_id) {
+                return Some(Reject::OriginatorId);
+            }
+            if attrs.cluster_list.contains(&self.cluster_id()) {
+                return Some(Reject::ClusterList);
+            }
+        }
+        None
+    }
+
+    /// Apply one UPDATE received from the established peer `from`.
+    ///
+    /// Import rules: eBGP paths whose AS_PATH holds our ASN, and iBGP paths whose
+    /// ORIGINATOR_ID is our router id or whose CLUSTER_LIST holds our cluster id, are kept in
+    /// the Adj-RIB-In but not accepted. LOCAL_PREF received over eBGP is removed (RFC 4271
+    /// 5.1.5); missing LOCAL_PREF counts as 100. An UPDATE with a TreatAsWithdraw error (or
+    /// reach NLRI without attributes) withdraws every reach prefix. End-of-RIB changes
+    /// nothing. UPDATEs from unknown peers are ignored (`unknown_peer`).
+    pub fn apply_update(&mut self, from: IpAddr, update: &Update) -> UpdateOutcome {
+        let mut out = UpdateOutcome::default();
+        let Some(&pid) = self.peer_index.get(&from) else {
+            out.unknown_peer = true;
+            return out;
+        };
+        let Some(ebgp) = self.slot(from).map(|s| s.ebgp) else {
+            out.unknown_peer = true;
+            return out;
+        };
+        if let Some(family) = update.end_of_rib() {
+            out.end_of_rib = Some(family);
+            return out;
+        }
+        let mut changes = Vec::new();
+        for unreach in &update.unreach {
+            for prefix in &unreach.prefixes {
+                out.withdrawn += 1;
+                self.withdraw(pid, prefix.trunc(), &mut changes);
+            }
+        }
+        match update.attrs.as_ref() {
+            Some(attrs) if !update.treat_as_withdraw() => {
+                let accepted = self.import_check(attrs, ebgp).is_none();
+                for reach in &update.reach {
+                    let mut a = attrs.clone();
+                    a.next_hop = Some(reach.next_hop);
+                    if ebgp {
+                        a.local_pref = None;
+                    }
+                    let arc = self.interner.intern(a);
+                    for prefix in &reach.prefixes {
+                        if Family::of_prefix(prefix) != reach.family {
+                            out.invalid += 1;
+                            continue;
+                        }
+                        out.received += 1;
+                        if accepted {
+                            out.accepted += 1;
+                        } else {
+                            out.rejected += 1;
+                        }
+                        self.announce(pid, prefix.trunc(), &arc, accepted, &mut changes);
+                    }
+                    self.interner.release(arc);
+                }
+            }
+            _ => {
+                for reach in &update.reach {
+                    for prefix in &reach.prefixes {
+                        out.withdrawn += 1;
+                        self.withdraw(pid, prefix.trunc(), &mut changes);
+                    }
+                }
+            }
+        }
+        out.changes = changes;
+        out
+    }
+
+    fn announce(
+        &mut self,
+        pid: u32,
+        prefix: Prefix,
+        attrs: &Arc<PathAttributes>,
+        accepted: bool,
+        changes: &mut Vec<LocRibChange>,
+    ) {
+        let previous = self.upsert_path(pid, prefix, Arc::clone(attrs), accepted, changes);
+        if let Some(Some(slot)) = self.peers.get_mut(pid as usize) {
+            match previous {
+                None => {
+                    slot.received += 1;
+                    if accepted {
+                        slot.accepted += 1;
+                    }
+                }
+                Some(was) if was != accepted => {
+                    if accepted {
+                        slot.accepted += 1;
+                    } else {
+                        slot.accepted = slot.accepted.saturating_sub(1);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn withdraw(&mut self, pid: u32, prefix: Prefix, changes: &mut Vec<LocRibChange>) {
+        if let Some(was_accepted) = self.remove_path(pid, prefix, changes) {
+            if let Some(Some(slot)) = self.peers.get_mut(pid as usize) {
+                slot.received = slot.received.saturating_sub(1);
+                if was_accepted {
+                    slot.accepted = slot.accepted.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
