@@ -177,14 +177,20 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let invalid = |key: String, needle: &str, occurrence: usize, message: String| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        line: locate(text, needle, occurrence),
-        key,
-        message,
-    };
+    let invalid =
+        |key: String, needle: &str, occurrence: usize, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: locate(text, needle, occurrence),
+            key,
+            message,
+        };
     if file.asn == 0 {
-        return Err(invalid("asn".into(), "asn:", 0, "AS number 0 is reserved (RFC 7607)".into()));
+        return Err(invalid(
+            "asn".into(),
+            "asn:",
+            0,
+            "AS number 0 is reserved (RFC 7607)".into(),
+        ));
     }
     if file.router_id.is_unspecified() || file.router_id.is_multicast() {
         return Err(invalid(
@@ -195,7 +201,12 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
         ));
     }
     if file.max_paths == 0 || file.max_paths > 64 {
-        return Err(invalid("max_paths".into(), "max_paths:", 0, "must be 1..=64".into()));
+        return Err(invalid(
+            "max_paths".into(),
+            "max_paths:",
+            0,
+            "must be 1..=64".into(),
+        ));
     }
     let metrics = if file.metrics_address.is_empty() {
         None
@@ -223,18 +234,31 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
             ));
         }
         if n.asn == 0 {
-            return Err(invalid(key("asn"), &addr_text, 0, "AS number 0 is reserved".into()));
+            return Err(invalid(
+                key("asn"),
+                &addr_text,
+                0,
+                "AS number 0 is reserved".into(),
+            ));
         }
         if n.hold_time == 1 || n.hold_time == 2 {
             return Err(invalid(
                 key("hold_time"),
                 "hold_time:",
                 i,
-                format!("{} is not allowed: must be 0 or at least 3 seconds (RFC 4271)", n.hold_time),
+                format!(
+                    "{} is not allowed: must be 0 or at least 3 seconds (RFC 4271)",
+                    n.hold_time
+                ),
             ));
         }
         if n.connect_retry == 0 {
-            return Err(invalid(key("connect_retry"), "connect_retry:", 0, "must be at least 1 second".into()));
+            return Err(invalid(
+                key("connect_retry"),
+                "connect_retry:",
+                0,
+                "must be at least 1 second".into(),
+            ));
         }
         if let Some(pw) = &n.password {
             if pw.is_empty() || pw.len() > bgp::network::MD5_MAX_KEY_LEN {
@@ -242,7 +266,10 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
                     key("password"),
                     "password:",
                     0,
-                    format!("TCP MD5 keys are 1..={} bytes", bgp::network::MD5_MAX_KEY_LEN),
+                    format!(
+                        "TCP MD5 keys are 1..={} bytes",
+                        bgp::network::MD5_MAX_KEY_LEN
+                    ),
                 ));
             }
         }
@@ -252,13 +279,24 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
                     key("local_address"),
                     &local.to_string(),
                     0,
-                    format!("{local} is not of the same family as neighbor {}", n.address),
+                    format!(
+                        "{local} is not of the same family as neighbor {}",
+                        n.address
+                    ),
                 ));
             }
         }
-        let families = n.families.clone().unwrap_or_else(|| vec![Family::of_addr(&n.address)]);
+        let families = n
+            .families
+            .clone()
+            .unwrap_or_else(|| vec![Family::of_addr(&n.address)]);
         if families.is_empty() {
-            return Err(invalid(key("families"), "families:", 0, "at least one family is needed".into()));
+            return Err(invalid(
+                key("families"),
+                "families:",
+                0,
+                "at least one family is needed".into(),
+            ));
         }
         neighbors.push(NeighborConfig {
             address: n.address,
@@ -300,7 +338,8 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
         None
     } else {
         Some(SocketAddr::new(
-            file.listen_address.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            file.listen_address
+                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             file.listen_port,
         ))
     };
@@ -357,7 +396,10 @@ kernel:
         let n = &s.bgp.neighbors[0];
         assert_eq!(n.password.as_deref(), Some("s3cret"));
         assert_eq!(n.families, vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
-        assert_eq!(s.originate, vec!["10.244.2.0/24".parse::<Prefix>().expect("prefix")]);
+        assert_eq!(
+            s.originate,
+            vec!["10.244.2.0/24".parse::<Prefix>().expect("prefix")]
+        );
         assert_eq!(s.bgp.listen.map(|l| l.port()), Some(179));
         assert!(s.kernel.install);
     }
@@ -365,7 +407,9 @@ kernel:
     #[test]
     fn unknown_key_names_key_and_line() {
         let t = ISSUE_EXAMPLE.replace("passive: false", "pasive: false");
-        let e = parse(&t).expect_err("unknown key must be rejected").to_string();
+        let e = parse(&t)
+            .expect_err("unknown key must be rejected")
+            .to_string();
         assert!(e.contains("pasive"), "{e}");
         assert!(e.contains("line 9"), "{e}");
     }
@@ -377,7 +421,10 @@ kernel:
         assert!(e.contains("line 17"), "{e}");
         let t = ISSUE_EXAMPLE.replace("10.244.2.0/24", "10.244.2.1/24");
         let e = parse(&t).expect_err("host bits").to_string();
-        assert!(e.contains("originate[0].prefix") && e.contains(":17"), "{e}");
+        assert!(
+            e.contains("originate[0].prefix") && e.contains(":17"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -387,7 +434,10 @@ kernel:
             "  - address: 192.0.2.1\n    asn: 65003\noriginate:",
         );
         let e = parse(&t).expect_err("duplicate neighbor").to_string();
-        assert!(e.contains("neighbors[1].address") && e.contains("duplicate neighbor 192.0.2.1"), "{e}");
+        assert!(
+            e.contains("neighbors[1].address") && e.contains("duplicate neighbor 192.0.2.1"),
+            "{e}"
+        );
         assert!(e.contains("test.yaml:17"), "{e}");
     }
 
@@ -413,7 +463,8 @@ kernel:
         assert_eq!(s.bgp.max_paths, 4);
         assert_eq!(s.kernel.table, 254);
         assert!(s.bgp.neighbors.is_empty());
-        let s = parse("router_id: 10.0.0.1\nasn: 65001\nlisten_port: 0\nmetrics_address: ''\n").expect("no listen");
+        let s = parse("router_id: 10.0.0.1\nasn: 65001\nlisten_port: 0\nmetrics_address: ''\n")
+            .expect("no listen");
         assert!(s.bgp.listen.is_none());
         assert!(s.metrics.is_none());
     }

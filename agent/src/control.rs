@@ -13,9 +13,15 @@ use tracing::warn;
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot create status socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot reach routelet at {path}: {source} (is `routelet speaker` or `routelet agent` running?)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("status socket {path}: {message}")]
     Protocol { path: PathBuf, message: String },
 }
@@ -99,7 +105,8 @@ pub async fn fetch_status(path: &Path) -> Result<SpeakerStatus, ControlError> {
         .await
         .map_err(|_| proto("no answer within 10 s".into()))?
         .map_err(|e| proto(e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| proto(format!("bad reply: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| proto(format!("bad reply: {e}")))?;
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
         return Err(proto(err.to_string()));
     }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use agent::{config, control, speaker_cmd};
 
 #[derive(Parser)]
-#[command(name = "routelet", version, about = "Kubernetes node networking agent: BGP speaker, routes, status")]
+#[command(
+    name = "routelet",
+    version,
+    about = "Kubernetes node networking agent: BGP speaker, routes, status"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `bgp=debug`.
     #[arg(long, env = "ROUTELET_LOG", default_value = "info", global = true)]
@@ -45,7 +49,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("routelet: cannot start the runtime: {e}");

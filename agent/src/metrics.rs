@@ -25,7 +25,14 @@ fn neighbor_labels(address: &str) -> Labels {
     vec![("neighbor".to_string(), address.to_string())]
 }
 
-const STATES: [&str; 6] = ["idle", "connect", "active", "opensent", "openconfirm", "established"];
+const STATES: [&str; 6] = [
+    "idle",
+    "connect",
+    "active",
+    "opensent",
+    "openconfirm",
+    "established",
+];
 
 /// Render every metric for one scrape.
 pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
@@ -51,7 +58,10 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         advertised.get_or_create(&l).set(n.advertised as i64);
         updates_in.get_or_create(&l).inc_by(n.updates_received);
         updates_out.get_or_create(&l).inc_by(n.updates_sent);
-        for (fam, map) in [(&notif_sent, &n.notifications_sent), (&notif_recv, &n.notifications_received)] {
+        for (fam, map) in [
+            (&notif_sent, &n.notifications_sent),
+            (&notif_recv, &n.notifications_received),
+        ] {
             for (code, count) in map {
                 let (c, s) = code.split_once('/').unwrap_or((code.as_str(), "0"));
                 let mut l = neighbor_labels(&addr);
@@ -61,14 +71,42 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
             }
         }
     }
-    reg.register("bgp_session_state", "1 for the neighbor's current FSM state", session_state);
-    reg.register("bgp_prefixes_received", "Prefixes in the neighbor's Adj-RIB-In", received);
-    reg.register("bgp_prefixes_accepted", "Prefixes from the neighbor accepted by import", accepted);
-    reg.register("bgp_prefixes_advertised", "Prefixes in the neighbor's Adj-RIB-Out", advertised);
-    reg.register("bgp_updates_received", "UPDATE messages received", updates_in);
+    reg.register(
+        "bgp_session_state",
+        "1 for the neighbor's current FSM state",
+        session_state,
+    );
+    reg.register(
+        "bgp_prefixes_received",
+        "Prefixes in the neighbor's Adj-RIB-In",
+        received,
+    );
+    reg.register(
+        "bgp_prefixes_accepted",
+        "Prefixes from the neighbor accepted by import",
+        accepted,
+    );
+    reg.register(
+        "bgp_prefixes_advertised",
+        "Prefixes in the neighbor's Adj-RIB-Out",
+        advertised,
+    );
+    reg.register(
+        "bgp_updates_received",
+        "UPDATE messages received",
+        updates_in,
+    );
     reg.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
-    reg.register("bgp_notifications_sent", "NOTIFICATION messages sent by code", notif_sent);
-    reg.register("bgp_notifications_received", "NOTIFICATION messages received by code", notif_recv);
+    reg.register(
+        "bgp_notifications_sent",
+        "NOTIFICATION messages sent by code",
+        notif_sent,
+    );
+    reg.register(
+        "bgp_notifications_received",
+        "NOTIFICATION messages received by code",
+        notif_recv,
+    );
     let rejected = Counter::<u64>::default();
     rejected.inc_by(status.connections_rejected);
     reg.register(
@@ -82,10 +120,18 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
     if let Some(f) = fib {
         let installed = Gauge::<i64>::default();
         installed.set(f.installed.load(Ordering::Relaxed) as i64);
-        reg.register("kernel_routes_installed", "Routes routelet has in the kernel", installed);
+        reg.register(
+            "kernel_routes_installed",
+            "Routes routelet has in the kernel",
+            installed,
+        );
         let errors = Counter::<u64>::default();
         errors.inc_by(f.install_errors.load(Ordering::Relaxed));
-        reg.register("kernel_route_install_errors", "Failed kernel route writes", errors);
+        reg.register(
+            "kernel_route_install_errors",
+            "Failed kernel route writes",
+            errors,
+        );
     }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
@@ -95,7 +141,11 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
 }
 
 /// Serve `GET /metrics` on `addr` until the process exits.
-pub async fn serve(addr: SocketAddr, speaker: Speaker, fib: Option<Arc<FibStats>>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    speaker: Speaker,
+    fib: Option<Arc<FibStats>>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         loop {
@@ -118,14 +168,19 @@ async fn respond(mut stream: TcpStream, speaker: Speaker, fib: Option<Arc<FibSta
     }
     let line = String::from_utf8_lossy(&req);
     let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) = if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-        match speaker.status().await {
-            Ok(s) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&s, fib.as_deref())),
-            Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
-        }
-    } else {
-        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-    };
+    let (status, ctype, body) =
+        if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+            match speaker.status().await {
+                Ok(s) => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    render(&s, fib.as_deref()),
+                ),
+                Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
+            }
+        } else {
+            ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+        };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -37,7 +37,10 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
             } => {
                 let mut hops: Vec<IpAddr> = next_hops.iter().map(|n| n.addr).collect();
                 hops.dedup();
-                FibCommand::Set { prefix, next_hops: hops }
+                FibCommand::Set {
+                    prefix,
+                    next_hops: hops,
+                }
             }
             LocRibChange::Best { prefix, .. } | LocRibChange::Gone { prefix } => FibCommand::Set {
                 prefix,
@@ -88,7 +91,12 @@ pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| RunError::Control(crate::control::ControlError::Bind { path: "signal".into(), source: e }))?;
+        .map_err(|e| {
+            RunError::Control(crate::control::ControlError::Bind {
+                path: "signal".into(),
+                source: e,
+            })
+        })?;
     loop {
         tokio::select! {
             ev = rib_events.recv() => match ev {

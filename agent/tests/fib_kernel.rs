@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::fib::{
-    spawn_fib_task, spawn_fib_task_with, Fib, FibCommand, FibError, FibOp, FibStats, FibTaskConfig, KernelRoute,
-    Prefix, MAIN_TABLE, ROUTELET_PROTOCOL,
+    spawn_fib_task, spawn_fib_task_with, Fib, FibCommand, FibError, FibOp, FibStats, FibTaskConfig,
+    KernelRoute, Prefix, MAIN_TABLE, ROUTELET_PROTOCOL,
 };
 use support::netns::NetNs;
 
@@ -938,14 +938,26 @@ fn bench_100k_routes() {
 fn fib_task_never_overwrites_another_protocols_route() {
     let ns = setup();
     // Another daemon owns 10.60.0.0/16 (same table, same metric as ours would be).
-    ns.ip(&["route", "add", "10.60.0.0/16", "via", "10.0.0.1", "proto", "static"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.60.0.0/16",
+        "via",
+        "10.0.0.1",
+        "proto",
+        "static",
+    ]);
     let theirs = kernel_routes_proto(&ns, "static");
     ns.block_on(|| async {
         let stats = Arc::new(FibStats::default());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let task = spawn_fib_task(new_fib(), rx, Arc::clone(&stats));
-        tx.send(set("10.60.0.0/16", &["10.0.0.2"])).await.expect("send");
-        tx.send(set("10.61.0.0/16", &["10.0.0.2"])).await.expect("send");
+        tx.send(set("10.60.0.0/16", &["10.0.0.2"]))
+            .await
+            .expect("send");
+        tx.send(set("10.61.0.0/16", &["10.0.0.2"]))
+            .await
+            .expect("send");
         wait_for("our free prefix installed", Duration::from_secs(5), || {
             kernel_routes(&ns) == map(&[("10.61.0.0/16", &["10.0.0.2"])])
         })

@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::NeighborConfig;
-use crate::fsm::{self, CloseReason, ConnectRetry, Input, Negotiated, Output, Session, SessionConfig, Timer};
+use crate::fsm::{
+    self, CloseReason, ConnectRetry, Input, Negotiated, Output, Session, SessionConfig, Timer,
+};
 use crate::network;
 use crate::packet::SessionCodec;
 use crate::rib::OutBatch;
@@ -306,11 +308,15 @@ impl NeighborTask {
                         self.set_state(PeerState::OpenConfirm);
                         if let Some(other) = pending.take() {
                             // RFC 4271 6.8: keep the connection opened by the higher BGP id.
-                            let local_wins = fsm::local_connection_wins(self.local.router_id, remote_id);
+                            let local_wins =
+                                fsm::local_connection_wins(self.local.router_id, remote_id);
                             if local_wins == outgoing {
                                 reject(other, notify::CEASE_COLLISION_RESOLUTION);
                             } else {
-                                let n = Notification::new(notify::CEASE, notify::CEASE_COLLISION_RESOLUTION);
+                                let n = Notification::new(
+                                    notify::CEASE,
+                                    notify::CEASE_COLLISION_RESOLUTION,
+                                );
                                 outputs.extend(conn.session.handle(Input::Stop(n)));
                                 pending = Some(other);
                             }
@@ -321,7 +327,9 @@ impl NeighborTask {
                         self.retry.reset();
                         conn.codec.asn4 = neg.asn4;
                         conn.codec.extended_message = neg.extended_message;
-                        self.counters.established_transitions.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .established_transitions
+                            .fetch_add(1, Ordering::Relaxed);
                         info!(peer = %self.cfg.address, remote_id = %neg.remote_id, hold = neg.hold_time, "established");
                         self.set_state(PeerState::Established);
                         self.emit(NeighborEvent::Established(EstablishedInfo {
@@ -330,7 +338,9 @@ impl NeighborTask {
                         }));
                     }
                     Output::Update(u) => {
-                        self.counters.updates_received.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .updates_received
+                            .fetch_add(1, Ordering::Relaxed);
                         self.emit(NeighborEvent::Update(u));
                     }
                     Output::RouteRefresh(rr) => self.emit(NeighborEvent::RouteRefresh(rr)),
@@ -338,7 +348,10 @@ impl NeighborTask {
                         let text = match &reason {
                             CloseReason::NotificationSent(n) => format!("sent notification {n}"),
                             CloseReason::NotificationReceived(n) => {
-                                NeighborCounters::count_notification(&self.counters.notifications_received, n);
+                                NeighborCounters::count_notification(
+                                    &self.counters.notifications_received,
+                                    n,
+                                );
                                 format!("received notification {n}")
                             }
                             CloseReason::ConnectionLost => "connection lost".to_string(),
@@ -431,13 +444,19 @@ impl NeighborTask {
 }
 
 fn reject(stream: TcpStream, subcode: u8) {
-    tokio::spawn(send_notification_and_close(stream, Notification::new(notify::CEASE, subcode)));
+    tokio::spawn(send_notification_and_close(
+        stream,
+        Notification::new(notify::CEASE, subcode),
+    ));
 }
 
 /// Send one NOTIFICATION on a connection we will not use, then close it.
 pub async fn send_notification_and_close(mut stream: TcpStream, n: Notification) {
     let mut buf = BytesMut::new();
-    if SessionCodec::new().encode(&Message::Notification(n), &mut buf).is_ok() {
+    if SessionCodec::new()
+        .encode(&Message::Notification(n), &mut buf)
+        .is_ok()
+    {
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&buf)).await;
     }
     let _ = stream.shutdown().await;
@@ -508,10 +527,16 @@ impl Connection {
         let mut n = 0;
         for b in batches {
             let r = match b {
-                OutBatch::Withdraw { family, prefixes } => self.codec.encode_withdraw(*family, prefixes, &mut buf),
-                OutBatch::Announce { family, attrs, prefixes } => {
-                    self.codec.encode_announce(*family, attrs, prefixes, &mut buf)
+                OutBatch::Withdraw { family, prefixes } => {
+                    self.codec.encode_withdraw(*family, prefixes, &mut buf)
                 }
+                OutBatch::Announce {
+                    family,
+                    attrs,
+                    prefixes,
+                } => self
+                    .codec
+                    .encode_announce(*family, attrs, prefixes, &mut buf),
             };
             match r {
                 Ok(k) => n += k,
@@ -520,7 +545,9 @@ impl Connection {
         }
         if n > 0 {
             counters.updates_sent.fetch_add(n as u64, Ordering::Relaxed);
-            counters.messages_sent.fetch_add(n as u64, Ordering::Relaxed);
+            counters
+                .messages_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
             let _ = self.writer.send(buf.freeze());
         }
     }
@@ -538,7 +565,10 @@ impl Connection {
     async fn close(self) {
         drop(self.writer);
         let mut w = self.writer_task;
-        if tokio::time::timeout(Duration::from_secs(2), &mut w).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut w)
+            .await
+            .is_err()
+        {
             w.abort();
         }
         self.reader_task.abort();

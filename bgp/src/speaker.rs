@@ -66,14 +66,20 @@ pub struct Speaker {
 
 impl Speaker {
     /// Bind the listener, start one task per neighbor and the core loop.
-    pub fn start(cfg: SpeakerConfig) -> Result<(Speaker, mpsc::UnboundedReceiver<RibEvent>), SpeakerError> {
+    pub fn start(
+        cfg: SpeakerConfig,
+    ) -> Result<(Speaker, mpsc::UnboundedReceiver<RibEvent>), SpeakerError> {
         let listener = match cfg.listen {
             Some(addr) => {
-                let l = BgpListener::bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?;
+                let l = BgpListener::bind(addr)
+                    .map_err(|source| SpeakerError::Listen { addr, source })?;
                 for n in &cfg.neighbors {
                     if let Some(pw) = &n.password {
                         l.set_password(n.address, pw)
-                            .map_err(|source| SpeakerError::Md5 { peer: n.address, source })?;
+                            .map_err(|source| SpeakerError::Md5 {
+                                peer: n.address,
+                                source,
+                            })?;
                     }
                 }
                 Some(l)
@@ -112,7 +118,10 @@ impl Speaker {
     }
 
     /// Replace the full set of locally originated routes.
-    pub fn set_originated(&self, routes: Vec<(Prefix, PathAttributes)>) -> Result<(), SpeakerError> {
+    pub fn set_originated(
+        &self,
+        routes: Vec<(Prefix, PathAttributes)>,
+    ) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::SetOriginated(routes))
             .map_err(|_| SpeakerError::Stopped)
@@ -328,7 +337,8 @@ impl Core {
                     let prefix = match c {
                         LocRibChange::Best { prefix, .. } | LocRibChange::Gone { prefix } => prefix,
                     };
-                    est.adj_out.set(*prefix, self.rib.export_for(&est.info, prefix));
+                    est.adj_out
+                        .set(*prefix, self.rib.export_for(&est.info, prefix));
                 }
             }
         }
@@ -385,7 +395,8 @@ impl Core {
                 NeighborStatus::new(
                     &p.cfg,
                     p.state,
-                    est.map(|e| now.duration_since(e.since).as_secs()).unwrap_or(0),
+                    est.map(|e| now.duration_since(e.since).as_secs())
+                        .unwrap_or(0),
                     self.rib.received(p.cfg.address),
                     self.rib.accepted(p.cfg.address),
                     est.map(|e| e.adj_out.advertised()).unwrap_or(0),
@@ -400,7 +411,7 @@ impl Core {
             .loc_rib()
             .map(|(prefix, best)| RouteStatus::new(prefix, &best))
             .collect();
-        rib.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
+        rib.sort_by_key(|r| r.sort_key);
         SpeakerStatus {
             router_id: self.cfg.router_id,
             asn: self.cfg.asn,

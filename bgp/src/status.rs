@@ -53,7 +53,11 @@ pub struct NeighborStatus {
 
 fn notification_map(list: &std::sync::Mutex<Vec<((u8, u8), u64)>>) -> BTreeMap<String, u64> {
     list.lock()
-        .map(|l| l.iter().map(|((c, s), n)| (format!("{c}/{s}"), *n)).collect())
+        .map(|l| {
+            l.iter()
+                .map(|((c, s), n)| (format!("{c}/{s}"), *n))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -199,8 +203,8 @@ impl SpeakerStatus {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{:<44} {:<40} {:<18} {:<20} {}",
-            "PREFIX", "NEXT HOPS", "SOURCE", "REASON", "AS PATH"
+            "{:<44} {:<40} {:<18} {:<20} AS PATH",
+            "PREFIX", "NEXT HOPS", "SOURCE", "REASON"
         );
         for r in &self.rib {
             let nh = if r.next_hops.is_empty() {

@@ -303,18 +303,20 @@ fn apply_blocking(
     let mut requests = Vec::with_capacity(ops.len());
     for op in ops {
         match &op {
-            FibOp::Add(route) | FibOp::Replace(route) => match message::build_replace(route, params) {
-                Ok(msg) => {
-                    let flags = if matches!(op, FibOp::Add(_)) {
-                        NLM_F_CREATE | NLM_F_EXCL
-                    } else {
-                        NLM_F_CREATE | NLM_F_REPLACE
-                    };
-                    requests.push((RouteNetlinkMessage::NewRoute(msg), flags));
-                    sent_ops.push(op);
+            FibOp::Add(route) | FibOp::Replace(route) => {
+                match message::build_replace(route, params) {
+                    Ok(msg) => {
+                        let flags = if matches!(op, FibOp::Add(_)) {
+                            NLM_F_CREATE | NLM_F_EXCL
+                        } else {
+                            NLM_F_CREATE | NLM_F_REPLACE
+                        };
+                        requests.push((RouteNetlinkMessage::NewRoute(msg), flags));
+                        sent_ops.push(op);
+                    }
+                    Err(e) => report.errors.push((op, e)),
                 }
-                Err(e) => report.errors.push((op, e)),
-            },
+            }
             FibOp::Delete(prefix) => {
                 requests.push((
                     RouteNetlinkMessage::DelRoute(message::build_delete(prefix, params)),

@@ -47,7 +47,11 @@ fn apply_gtsm(sock: &Socket, v6: bool) -> io::Result<()> {
 }
 
 /// Open an outgoing BGP connection to `peer` with the neighbor's transport options.
-pub async fn connect(peer: SocketAddr, opts: &TransportOptions, timeout: Duration) -> io::Result<TcpStream> {
+pub async fn connect(
+    peer: SocketAddr,
+    opts: &TransportOptions,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let v6 = peer.is_ipv6();
     let sock = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
@@ -169,7 +173,10 @@ mod tests {
             ..Default::default()
         };
         let r = connect(addr, &opts, Duration::from_millis(700)).await;
-        assert!(r.is_err(), "a wrong MD5 key must not complete the handshake");
+        assert!(
+            r.is_err(),
+            "a wrong MD5 key must not complete the handshake"
+        );
     }
 
     #[test]

@@ -40,7 +40,12 @@ fn md5sig_bytes(peer: IpAddr, key: &[u8], v6_socket: bool) -> [u8; TCP_MD5SIG_LE
 }
 
 /// Install (or with an empty key, remove) the TCP MD5 key for `peer` on `sock`.
-pub fn set_tcp_md5(sock: &impl AsRawFd, peer: IpAddr, key: &[u8], v6_socket: bool) -> io::Result<()> {
+pub fn set_tcp_md5(
+    sock: &impl AsRawFd,
+    peer: IpAddr,
+    key: &[u8],
+    v6_socket: bool,
+) -> io::Result<()> {
     if key.len() > MD5_MAX_KEY_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -66,7 +71,12 @@ pub fn set_tcp_md5(sock: &impl AsRawFd, peer: IpAddr, key: &[u8], v6_socket: boo
     }
 }
 
-fn set_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
     let rc = unsafe {
         libc::setsockopt(
@@ -110,7 +120,10 @@ mod tests {
         assert_eq!(&b[136..142], b"s3cret");
         let m = md5sig_bytes(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), b"k", true);
         assert_eq!(u16::from_ne_bytes([m[0], m[1]]), libc::AF_INET6 as u16);
-        assert_eq!(&m[8..24], &Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets());
+        assert_eq!(
+            &m[8..24],
+            &Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets()
+        );
         let v6 = md5sig_bytes(IpAddr::V6(Ipv6Addr::LOCALHOST), b"", true);
         assert_eq!(u16::from_ne_bytes([v6[130], v6[131]]), 0);
     }
