@@ -41,8 +41,8 @@ impl Rib {
     ///
     /// Import rules: eBGP paths whose AS_PATH holds our ASN, and iBGP paths whose
     /// ORIGINATOR_ID is our router id or whose CLUSTER_LIST holds our cluster id, are kept in
-    /// the Adj-RIB-In but not accepted. LOCAL_PREF received over eBGP is removed (RFC 4271
-    /// 5.1.5); missing LOCAL_PREF counts as 100. An UPDATE with a TreatAsWithdraw error (or
+    /// the Adj-RIB-In but not accepted. LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST received
+    /// over eBGP are removed (RFC 4271 5.1.5, RFC 7606 7.9/7.10); missing LOCAL_PREF counts as 100. An UPDATE with a TreatAsWithdraw error (or
     /// reach NLRI without attributes) withdraws every reach prefix. End-of-RIB changes
     /// nothing. UPDATEs from unknown peers are ignored (`unknown_peer`).
     pub fn apply_update(&mut self, from: IpAddr, update: &Update) -> UpdateOutcome {
@@ -73,7 +73,11 @@ impl Rib {
                     let mut a = attrs.clone();
                     a.next_hop = Some(reach.next_hop);
                     if ebgp {
+                        // RFC 4271 5.1.5; RFC 7606 7.9/7.10: iBGP-only attributes from an
+                        // external neighbor are discarded.
                         a.local_pref = None;
+                        a.originator_id = None;
+                        a.cluster_list.clear();
                     }
                     let arc = self.interner.intern(a);
                     for prefix in &reach.prefixes {

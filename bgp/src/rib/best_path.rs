@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::loc_rib::{Destination, Path, PeerSlot, LOCAL};
+use super::loc_rib::{BestKey, Destination, Path, PeerSlot, LOCAL};
 use super::{BestPathReason, LocRibChange, PathSource};
 use crate::types::{Asn, NextHop, Origin, Prefix};
 
@@ -36,6 +36,8 @@ pub(super) struct Cand {
     /// Neighbor address (`None` for local paths, which never reach this step).
     address: Option<IpAddr>,
     next_hop: Option<NextHop>,
+    /// Scratch flag of the MED step.
+    dominated: bool,
 }
 
 impl Cand {
@@ -68,6 +70,7 @@ impl Cand {
             cluster_len: a.cluster_list.len(),
             address,
             next_hop: a.next_hop,
+            dominated: false,
         })
     }
 }
@@ -108,11 +111,16 @@ fn origin(c: &mut Vec<Cand>) -> BestPathReason {
 /// Lowest MED, compared only among paths from the same neighbor AS (absent = 0): a path is
 /// dropped when another path with the same neighbor AS has a lower MED.
 fn med(c: &mut Vec<Cand>) -> BestPathReason {
-    let all: Vec<(Option<Asn>, u32)> = c.iter().map(|x| (x.neighbor_as, x.med)).collect();
-    c.retain(|x| {
-        !all.iter()
-            .any(|(asn, med)| *asn == x.neighbor_as && *med < x.med)
-    });
+    for i in 0..c.len() {
+        let Some(&x) = c.get(i) else { break };
+        let dominated = c
+            .iter()
+            .any(|y| y.neighbor_as == x.neighbor_as && y.med < x.med);
+        if let Some(x) = c.get_mut(i) {
+            x.dominated = dominated;
+        }
+    }
+    c.retain(|x| !x.dominated);
     BestPathReason::Med
 }
 
@@ -159,29 +167,35 @@ const STEPS: [Step; 9] = [
 ];
 const MULTIPATH_POOL_AFTER: usize = 5;
 
-/// Outcome of the decision process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Selection {
-    /// Peer indices: the best path first, then ECMP companions.
-    pub(super) members: Vec<u32>,
-    pub(super) reason: BestPathReason,
+/// Reusable buffers of the decision process (no allocation per prefix in steady state).
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    cands: Vec<Cand>,
+    pool: Vec<Cand>,
+    /// Selected (peer, next hop): the best path first, then ECMP companions.
+    members: Vec<(u32, Option<NextHop>)>,
 }
 
-/// Run the decision process over the accepted candidates.
-pub(super) fn select(mut c: Vec<Cand>, max_paths: usize) -> Option<Selection> {
+/// Run the decision process over `s.cands`; fills `s.members` and returns the reason, or
+/// `None` when there is no candidate.
+fn select(s: &mut Scratch, max_paths: usize) -> Option<BestPathReason> {
+    let Scratch {
+        cands: c,
+        pool,
+        members,
+    } = s;
+    members.clear();
+    pool.clear();
     if c.len() <= 1 {
         let only = c.first()?;
-        return Some(Selection {
-            members: vec![only.peer],
-            reason: BestPathReason::OnlyPath,
-        });
+        members.push((only.peer, only.next_hop));
+        return Some(BestPathReason::OnlyPath);
     }
-    let mut pool: Vec<Cand> = Vec::new();
     let mut reason = BestPathReason::NeighborAddress;
     for (i, step) in STEPS.iter().enumerate() {
-        let r = step(&mut c);
+        let r = step(c);
         if i == MULTIPATH_POOL_AFTER && c.len() > 1 && max_paths > 1 {
-            pool = c.clone();
+            pool.extend_from_slice(c);
         }
         if c.len() <= 1 {
             reason = r;
@@ -189,7 +203,7 @@ pub(super) fn select(mut c: Vec<Cand>, max_paths: usize) -> Option<Selection> {
         }
     }
     let best = *c.first()?;
-    let mut members = vec![best.peer];
+    members.push((best.peer, best.next_hop));
     if pool.len() > 1 {
         // ECMP: equal through the MED step (same MED) and of the same type (the pool is
         // all-eBGP or all-iBGP); for eBGP also the same neighbor AS.
@@ -198,20 +212,18 @@ pub(super) fn select(mut c: Vec<Cand>, max_paths: usize) -> Option<Selection> {
                 && x.med == best.med
                 && (!best.ebgp || x.neighbor_as == best.neighbor_as)
         });
-        pool.sort_by_key(|x| (x.router_id, x.cluster_len, x.address));
-        let mut hops: Vec<Option<NextHop>> = vec![best.next_hop];
-        for x in pool {
+        pool.sort_unstable_by_key(|x| (x.router_id, x.cluster_len, x.address));
+        for x in pool.iter() {
             if members.len() >= max_paths {
                 break;
             }
-            if x.next_hop.is_none() || hops.contains(&x.next_hop) {
+            if x.next_hop.is_none() || members.iter().any(|m| m.1 == x.next_hop) {
                 continue;
             }
-            hops.push(x.next_hop);
-            members.push(x.peer);
+            members.push((x.peer, x.next_hop));
         }
     }
-    Some(Selection { members, reason })
+    Some(reason)
 }
 
 /// Recompute the best path of `dest` and report a `LocRibChange` if what consumers see (best
@@ -219,27 +231,31 @@ pub(super) fn select(mut c: Vec<Cand>, max_paths: usize) -> Option<Selection> {
 pub(super) fn reselect(
     dest: &mut Destination,
     prefix: Prefix,
-    before: Option<(u32, usize, Vec<NextHop>)>,
+    before: Option<BestKey>,
     env: &Env<'_>,
+    scratch: &mut Scratch,
     changes: &mut Vec<LocRibChange>,
 ) {
-    let cands: Vec<Cand> = dest.paths.iter().filter_map(|p| Cand::of(p, env)).collect();
-    match select(cands, env.max_paths) {
+    scratch.cands.clear();
+    scratch
+        .cands
+        .extend(dest.paths.iter().filter_map(|p| Cand::of(p, env)));
+    match select(scratch, env.max_paths) {
         None => {
             dest.n_best = 0;
             dest.reason = BestPathReason::OnlyPath;
         }
-        Some(sel) => {
+        Some(reason) => {
             // Move the members to the front, in order.
-            for (k, peer) in sel.members.iter().enumerate() {
+            for (k, (peer, _)) in scratch.members.iter().enumerate() {
                 if let Some(pos) = dest.paths.iter().position(|p| p.peer == *peer) {
                     if pos >= k {
                         dest.paths.swap(k, pos);
                     }
                 }
             }
-            dest.n_best = u16::try_from(sel.members.len()).unwrap_or(u16::MAX);
-            dest.reason = sel.reason;
+            dest.n_best = u16::try_from(scratch.members.len()).unwrap_or(u16::MAX);
+            dest.reason = reason;
         }
     }
     let after = dest.key();

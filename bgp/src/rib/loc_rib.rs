@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
-use super::best_path::{self, Env};
+use super::best_path::{self, Env, Scratch};
 use super::export::ExportCache;
 use super::intern::AttrInterner;
 use super::{BestPathReason, LocRibChange, PathSource, PeerInfo};
@@ -61,16 +61,31 @@ impl Destination {
             .collect()
     }
 
-    /// What consumers see of the best path: (peer, attrs identity, next hops).
-    pub(super) fn key(&self) -> Option<(u32, usize, Vec<NextHop>)> {
+    /// What consumers see of the best path (allocates only with ECMP companions).
+    pub(super) fn key(&self) -> Option<BestKey> {
         let best = self.best()?;
+        let rest = if self.n_best > 1 {
+            self.paths
+                .iter()
+                .take(usize::from(self.n_best))
+                .skip(1)
+                .filter_map(|p| p.attrs.next_hop)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some((
             best.peer,
             Arc::as_ptr(&best.attrs) as usize,
-            self.next_hops(),
+            best.attrs.next_hop,
+            rest,
         ))
     }
 }
+
+/// Identity of what consumers see of a best path: (peer, attribute set identity, best next
+/// hop, ECMP companions' next hops).
+pub(super) type BestKey = (u32, usize, Option<NextHop>, Vec<NextHop>);
 
 /// A neighbor known to the RIB (session Established).
 #[derive(Debug, Clone)]
@@ -125,6 +140,7 @@ pub struct Rib {
     pub(super) free_slots: Vec<u32>,
     pub(super) originated: HashSet<Prefix>,
     pub(super) interner: AttrInterner,
+    pub(super) scratch: Scratch,
     /// Export results per (source attribute set, export context); `export_for` takes `&self`.
     pub(super) export_cache: Mutex<ExportCache>,
 }
@@ -148,6 +164,7 @@ impl Rib {
             free_slots: Vec::new(),
             originated: HashSet::new(),
             interner: AttrInterner::default(),
+            scratch: Scratch::default(),
             export_cache: Mutex::new(ExportCache::default()),
         }
     }
@@ -214,6 +231,7 @@ impl Rib {
             max_paths: self.max_paths,
         };
         let interner = &mut self.interner;
+        let scratch = &mut self.scratch;
         self.dests.retain(|prefix, dest| {
             if let Some(pos) = dest.paths.iter().position(|p| p.peer == pid) {
                 let before = dest.key();
@@ -221,7 +239,7 @@ impl Rib {
                 let was_accepted = path.accepted;
                 interner.release(path.attrs);
                 if was_accepted {
-                    best_path::reselect(dest, *prefix, before, &env, &mut changes);
+                    best_path::reselect(dest, *prefix, before, &env, scratch, &mut changes);
                 }
             }
             !dest.paths.is_empty()
@@ -317,7 +335,7 @@ impl Rib {
             router_id: self.router_id,
             max_paths: self.max_paths,
         };
-        best_path::reselect(dest, prefix, before, &env, changes);
+        best_path::reselect(dest, prefix, before, &env, &mut self.scratch, changes);
         previous
     }
 
@@ -340,7 +358,7 @@ impl Rib {
                 router_id: self.router_id,
                 max_paths: self.max_paths,
             };
-            best_path::reselect(dest, prefix, before, &env, changes);
+            best_path::reselect(dest, prefix, before, &env, &mut self.scratch, changes);
         }
         if dest.paths.is_empty() {
             self.dests.remove(&prefix);

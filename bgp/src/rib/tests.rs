@@ -332,14 +332,20 @@ fn best_path_tie_breaks() {
 }
 
 #[test]
-fn ebgp_local_pref_is_stripped_on_import() {
+fn ebgp_local_pref_and_reflection_attrs_are_stripped_on_import() {
     let mut r = rib();
     let e = peer("10.0.1.2", 65001, "10.255.1.2");
     r.peer_up(e.clone());
-    let a = with(attrs(&[65001]), |a| a.local_pref = Some(500));
+    let a = with(attrs(&[65001]), |a| {
+        a.local_pref = Some(500);
+        a.originator_id = Some(v4("1.1.1.1"));
+        a.cluster_list = vec![v4("2.2.2.2")];
+    });
     r.apply_update(e.address, &announce(a, "10.0.1.2", &["192.0.2.0/24"]));
     let best = r.best(&pfx("192.0.2.0/24")).expect("best");
     assert_eq!(best.attrs.local_pref, None);
+    assert_eq!(best.attrs.originator_id, None);
+    assert!(best.attrs.cluster_list.is_empty());
     assert_eq!(best.attrs.next_hop, Some(NextHop::new(ip("10.0.1.2"))));
 }
 
