@@ -418,11 +418,11 @@ kernel:
     fn bad_prefix_is_rejected_with_line() {
         let t = ISSUE_EXAMPLE.replace("10.244.2.0/24", "10.244.2.0/33");
         let e = parse(&t).expect_err("bad prefix").to_string();
-        assert!(e.contains("line 17"), "{e}");
+        assert!(e.contains("line 16"), "{e}");
         let t = ISSUE_EXAMPLE.replace("10.244.2.0/24", "10.244.2.1/24");
         let e = parse(&t).expect_err("host bits").to_string();
         assert!(
-            e.contains("originate[0].prefix") && e.contains(":17"),
+            e.contains("originate[0].prefix") && e.contains(":16"),
             "{e}"
         );
     }
@@ -438,7 +438,7 @@ kernel:
             e.contains("neighbors[1].address") && e.contains("duplicate neighbor 192.0.2.1"),
             "{e}"
         );
-        assert!(e.contains("test.yaml:17"), "{e}");
+        assert!(e.contains("test.yaml:15"), "{e}");
     }
 
     #[test]
