@@ -299,70 +299,75 @@ impl NeighborTask {
         let mut established = false;
         let mut outputs = conn.session.start();
         loop {
-            for out in std::mem::take(&mut outputs) {
-                match out {
-                    Output::Send(msg) => conn.send(&msg, &self.counters),
-                    Output::SetTimer(t, d) => conn.set_timer(t, Some(d)),
-                    Output::ClearTimer(t) => conn.set_timer(t, None),
-                    Output::OpenReceived { remote_id } => {
-                        self.set_state(PeerState::OpenConfirm);
-                        if let Some(other) = pending.take() {
-                            // RFC 4271 6.8: keep the connection opened by the higher BGP id.
-                            let local_wins =
-                                fsm::local_connection_wins(self.local.router_id, remote_id);
-                            if local_wins == outgoing {
-                                reject(other, notify::CEASE_COLLISION_RESOLUTION);
-                            } else {
-                                let n = Notification::new(
-                                    notify::CEASE,
-                                    notify::CEASE_COLLISION_RESOLUTION,
-                                );
-                                outputs.extend(conn.session.handle(Input::Stop(n)));
-                                pending = Some(other);
+            // Handling an output may queue more (a collision stops this session).
+            while !outputs.is_empty() {
+                for out in std::mem::take(&mut outputs) {
+                    match out {
+                        Output::Send(msg) => conn.send(&msg, &self.counters),
+                        Output::SetTimer(t, d) => conn.set_timer(t, Some(d)),
+                        Output::ClearTimer(t) => conn.set_timer(t, None),
+                        Output::OpenReceived { remote_id } => {
+                            self.set_state(PeerState::OpenConfirm);
+                            if let Some(other) = pending.take() {
+                                // RFC 4271 6.8: keep the connection opened by the higher BGP id.
+                                let local_wins =
+                                    fsm::local_connection_wins(self.local.router_id, remote_id);
+                                if local_wins == outgoing {
+                                    reject(other, notify::CEASE_COLLISION_RESOLUTION);
+                                } else {
+                                    let n = Notification::new(
+                                        notify::CEASE,
+                                        notify::CEASE_COLLISION_RESOLUTION,
+                                    );
+                                    outputs.extend(conn.session.handle(Input::Stop(n)));
+                                    pending = Some(other);
+                                }
                             }
                         }
-                    }
-                    Output::Established(neg) => {
-                        established = true;
-                        self.retry.reset();
-                        conn.codec.asn4 = neg.asn4;
-                        conn.codec.extended_message = neg.extended_message;
-                        self.counters
-                            .established_transitions
-                            .fetch_add(1, Ordering::Relaxed);
-                        info!(peer = %self.cfg.address, remote_id = %neg.remote_id, hold = neg.hold_time, "established");
-                        self.set_state(PeerState::Established);
-                        self.emit(NeighborEvent::Established(EstablishedInfo {
-                            negotiated: neg,
-                            local_address,
-                        }));
-                    }
-                    Output::Update(u) => {
-                        self.counters
-                            .updates_received
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.emit(NeighborEvent::Update(u));
-                    }
-                    Output::RouteRefresh(rr) => self.emit(NeighborEvent::RouteRefresh(rr)),
-                    Output::Closed(reason) => {
-                        let text = match &reason {
-                            CloseReason::NotificationSent(n) => format!("sent notification {n}"),
-                            CloseReason::NotificationReceived(n) => {
-                                NeighborCounters::count_notification(
-                                    &self.counters.notifications_received,
-                                    n,
-                                );
-                                format!("received notification {n}")
-                            }
-                            CloseReason::ConnectionLost => "connection lost".to_string(),
-                        };
-                        info!(peer = %self.cfg.address, reason = %text, established, "session closed");
-                        conn.close().await;
-                        return if self.shutting_down {
-                            SessionEnd::Shutdown
-                        } else {
-                            SessionEnd::Closed(text, pending)
-                        };
+                        Output::Established(neg) => {
+                            established = true;
+                            self.retry.reset();
+                            conn.codec.asn4 = neg.asn4;
+                            conn.codec.extended_message = neg.extended_message;
+                            self.counters
+                                .established_transitions
+                                .fetch_add(1, Ordering::Relaxed);
+                            info!(peer = %self.cfg.address, remote_id = %neg.remote_id, hold = neg.hold_time, "established");
+                            self.set_state(PeerState::Established);
+                            self.emit(NeighborEvent::Established(EstablishedInfo {
+                                negotiated: neg,
+                                local_address,
+                            }));
+                        }
+                        Output::Update(u) => {
+                            self.counters
+                                .updates_received
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.emit(NeighborEvent::Update(u));
+                        }
+                        Output::RouteRefresh(rr) => self.emit(NeighborEvent::RouteRefresh(rr)),
+                        Output::Closed(reason) => {
+                            let text = match &reason {
+                                CloseReason::NotificationSent(n) => {
+                                    format!("sent notification {n}")
+                                }
+                                CloseReason::NotificationReceived(n) => {
+                                    NeighborCounters::count_notification(
+                                        &self.counters.notifications_received,
+                                        n,
+                                    );
+                                    format!("received notification {n}")
+                                }
+                                CloseReason::ConnectionLost => "connection lost".to_string(),
+                            };
+                            info!(peer = %self.cfg.address, reason = %text, established, "session closed");
+                            conn.close().await;
+                            return if self.shutting_down {
+                                SessionEnd::Shutdown
+                            } else {
+                                SessionEnd::Closed(text, pending)
+                            };
+                        }
                     }
                 }
             }

@@ -189,7 +189,11 @@ impl SpeakerStatus {
                 n.address,
                 n.asn,
                 n.state,
-                format_uptime(n.uptime_seconds),
+                if n.state == "established" {
+                    format_uptime(n.uptime_seconds)
+                } else {
+                    "-".to_string()
+                },
                 n.received,
                 n.accepted,
                 n.advertised
@@ -223,9 +227,6 @@ impl SpeakerStatus {
 }
 
 fn format_uptime(secs: u64) -> String {
-    if secs == 0 {
-        return "-".to_string();
-    }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}")
 }
