@@ -1,0 +1,266 @@
+//! FRR 8.4 in a namespace: zebra + bgpd in the foreground with pathspace `-N NS`
+//! (sockets in /var/run/frr/NS, created for the `frr` user), config via `-f`, `vtysh -N` probes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::daemon::Daemon;
+use super::{parse_json, run, same_addr, Lab, LabError, Netns, Result};
+
+pub const ZEBRA: &str = "/usr/lib/frr/zebra";
+pub const BGPD: &str = "/usr/lib/frr/bgpd";
+
+#[derive(Clone, Debug)]
+pub struct FrrNeighbor {
+    pub address: String,
+    pub asn: u32,
+    pub password: Option<String>,
+    pub hold_time: u16,
+    pub passive: bool,
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl FrrNeighbor {
+    pub fn new(address: &str, asn: u32) -> FrrNeighbor {
+        FrrNeighbor {
+            address: address.to_string(),
+            asn,
+            password: None,
+            hold_time: 9,
+            passive: false,
+            ipv4: !address.contains(':'),
+            ipv6: address.contains(':'),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FrrConfig {
+    pub router_id: String,
+    pub asn: u32,
+    pub neighbors: Vec<FrrNeighbor>,
+    /// Prefixes originated with `network` (import-check off: no IGP route needed).
+    pub networks: Vec<String>,
+}
+
+impl FrrConfig {
+    pub fn new(router_id: &str, asn: u32) -> FrrConfig {
+        FrrConfig {
+            router_id: router_id.to_string(),
+            asn,
+            neighbors: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    pub fn render_bgpd(&self, hostname: &str) -> String {
+        let mut c = format!(
+            "frr defaults traditional\nhostname {hostname}\nlog stdout informational\n!\n\
+             router bgp {asn}\n bgp router-id {rid}\n no bgp ebgp-requires-policy\n\
+             \x20no bgp network import-check\n no bgp default ipv4-unicast\n",
+            asn = self.asn,
+            rid = self.router_id
+        );
+        for n in &self.neighbors {
+            let a = &n.address;
+            c.push_str(&format!(" neighbor {a} remote-as {}\n", n.asn));
+            let keepalive = (n.hold_time / 3).max(1);
+            c.push_str(&format!(
+                " neighbor {a} timers {keepalive} {}\n",
+                n.hold_time
+            ));
+            c.push_str(&format!(" neighbor {a} timers connect 2\n"));
+            if let Some(pw) = &n.password {
+                c.push_str(&format!(" neighbor {a} password {pw}\n"));
+            }
+            if n.passive {
+                c.push_str(&format!(" neighbor {a} passive\n"));
+            }
+        }
+        for (af, v6) in [("ipv4", false), ("ipv6", true)] {
+            c.push_str(&format!(" address-family {af} unicast\n"));
+            for p in self.networks.iter().filter(|p| p.contains(':') == v6) {
+                c.push_str(&format!("  network {p}\n"));
+            }
+            for n in self
+                .neighbors
+                .iter()
+                .filter(|n| if v6 { n.ipv6 } else { n.ipv4 })
+            {
+                c.push_str(&format!("  neighbor {} activate\n", n.address));
+            }
+            c.push_str(" exit-address-family\n");
+        }
+        c.push_str("!\n");
+        c
+    }
+}
+
+/// Removes /var/run/frr/NS on Drop (after the daemons, which are declared later in `Frr`).
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Running zebra + bgpd for one namespace. Fields drop in order: bgpd, zebra, run dir.
+pub struct Frr {
+    pub bgpd: Daemon,
+    pub zebra: Daemon,
+    rundir: RunDir,
+    pathspace: String,
+}
+
+impl Frr {
+    pub fn start(lab: &Lab, ns: &Netns, name: &str, cfg: &FrrConfig) -> Result<Frr> {
+        for bin in [ZEBRA, BGPD] {
+            super::ensure(
+                Path::new(bin).exists(),
+                format!("{bin} missing: install frr"),
+            )?;
+        }
+        let pathspace = ns.name().to_string();
+        let rundir = RunDir(PathBuf::from("/var/run/frr").join(&pathspace));
+        std::fs::create_dir_all(&rundir.0)
+            .map_err(|e| LabError::io(format!("create {}", rundir.0.display()), e))?;
+        run(Command::new("chown").args(["frr:frr"]).arg(&rundir.0))?;
+        let zconf = lab.write(
+            &format!("{name}-zebra.conf"),
+            &format!("hostname {name}\nlog stdout informational\n"),
+        )?;
+        let bconf = lab.write(&format!("{name}-bgpd.conf"), &cfg.render_bgpd(name))?;
+        let rd = rundir.0.to_string_lossy().into_owned();
+        let zebra = Daemon::spawn(
+            lab,
+            ns,
+            &format!("{name}-zebra"),
+            &[
+                ZEBRA,
+                "-N",
+                &pathspace,
+                "-f",
+                &zconf.to_string_lossy(),
+                "-i",
+                &format!("{rd}/zebra.pid"),
+            ],
+            &[],
+        )?;
+        let zsock = rundir.0.join("zserv.api");
+        let mut frr_zebra = zebra;
+        super::wait_until(
+            &format!("{name} zebra socket"),
+            Duration::from_secs(10),
+            |seen| {
+                frr_zebra.check_running()?;
+                seen.push_str(&format!("waiting for {}", zsock.display()));
+                Ok(zsock.exists())
+            },
+        )?;
+        let bgpd = Daemon::spawn(
+            lab,
+            ns,
+            &format!("{name}-bgpd"),
+            &[
+                BGPD,
+                "-N",
+                &pathspace,
+                "-f",
+                &bconf.to_string_lossy(),
+                "-i",
+                &format!("{rd}/bgpd.pid"),
+            ],
+            &[],
+        )?;
+        let mut frr = Frr {
+            bgpd,
+            zebra: frr_zebra,
+            rundir,
+            pathspace,
+        };
+        super::wait_until(
+            &format!("{name} bgpd vty"),
+            Duration::from_secs(10),
+            |seen| {
+                frr.bgpd.check_running()?;
+                let out = frr.vtysh("show bgp summary json");
+                seen.push_str(&format!("{out:?}"));
+                Ok(out.is_ok())
+            },
+        )?;
+        Ok(frr)
+    }
+
+    /// `vtysh -N NS -c CMD` (unix sockets: runs from the host namespace).
+    pub fn vtysh(&self, cmd: &str) -> Result<String> {
+        run(Command::new("vtysh").args(["-N", &self.pathspace, "-c", cmd]))
+    }
+
+    pub fn vtysh_json(&self, cmd: &str) -> Result<serde_json::Value> {
+        let out = self.vtysh(cmd)?;
+        parse_json(cmd, &out)
+    }
+
+    /// BGP FSM state of a neighbor as FRR reports it ("Established", "Active", ...).
+    pub fn neighbor_state(&self, addr: &str) -> Result<Option<String>> {
+        let v = self.vtysh_json(&format!("show bgp neighbors {addr} json"))?;
+        Ok(v.as_object().and_then(|m| {
+            m.iter()
+                .find(|(k, _)| same_addr(k, addr))
+                .and_then(|(_, n)| n.get("bgpState"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        }))
+    }
+
+    pub fn established(&self, addr: &str, seen: &mut String) -> Result<bool> {
+        let st = self.neighbor_state(addr)?;
+        seen.push_str(&format!("frr neighbor {addr}: {st:?}\n"));
+        Ok(st.as_deref() == Some("Established"))
+    }
+
+    /// Prefixes in FRR's BGP table for the prefix's family.
+    pub fn bgp_prefixes(&self, v6: bool) -> Result<Vec<String>> {
+        let af = if v6 { "ipv6" } else { "ipv4" };
+        let v = self.vtysh_json(&format!("show bgp {af} unicast json"))?;
+        Ok(v.get("routes")
+            .and_then(|r| r.as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// True if `prefix` is in FRR's BGP table (zebra's selected route list is checked by
+    /// `zebra_has` and the kernel by `Netns::has_kernel_route(.., "bgp", ..)`).
+    pub fn bgp_has(&self, prefix: &str, seen: &mut String) -> Result<bool> {
+        let p = self.bgp_prefixes(prefix.contains(':'))?;
+        seen.push_str(&format!("frr bgp table: {p:?}\n"));
+        Ok(p.iter().any(|x| super::same_prefix(x, prefix)))
+    }
+
+    /// True if zebra has `prefix` as an installed (FIB) route.
+    pub fn zebra_has(&self, prefix: &str, seen: &mut String) -> Result<bool> {
+        let cmd = if prefix.contains(':') {
+            "show ipv6 route json"
+        } else {
+            "show ip route json"
+        };
+        let v = self.vtysh_json(cmd)?;
+        let installed = v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| super::same_prefix(k, prefix))
+                    .flat_map(|(_, routes)| routes.as_array().cloned().unwrap_or_default())
+                    .any(|r| r.get("installed").and_then(|i| i.as_bool()) == Some(true))
+            })
+            .unwrap_or(false);
+        seen.push_str(&format!(
+            "zebra routes: {:?}\n",
+            v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>())
+        ));
+        Ok(installed)
+    }
+}
