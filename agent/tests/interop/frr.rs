@@ -20,6 +20,8 @@ pub struct FrrNeighbor {
     pub passive: bool,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// Extra `neighbor ADDR ...` lines, e.g. "capability extended-nexthop".
+    pub extra: Vec<String>,
 }
 
 impl FrrNeighbor {
@@ -32,6 +34,7 @@ impl FrrNeighbor {
             passive: false,
             ipv4: !address.contains(':'),
             ipv6: address.contains(':'),
+            extra: Vec::new(),
         }
     }
 }
@@ -77,6 +80,9 @@ impl FrrConfig {
             }
             if n.passive {
                 c.push_str(&format!(" neighbor {a} passive\n"));
+            }
+            for line in &n.extra {
+                c.push_str(&format!(" neighbor {a} {line}\n"));
             }
         }
         for (af, v6) in [("ipv4", false), ("ipv6", true)] {
