@@ -128,6 +128,16 @@ if [[ ${SKIP_SANITY:-0} != 1 ]]; then
     # an interop test fails, the fault is routelet's, not the lab's.
     step "interop harness sanity" cargo test -p agent --tests -- --ignored sanity_
 fi
-step "tests" cargo test --workspace
+TEST_LOG=$(mktemp /tmp/routelet-test.XXXXXX)
+run_tests() {
+    cargo test --workspace 2>&1 | tee "$TEST_LOG"
+}
+step "tests" run_tests
 
+# One closing line with the totals over every test binary (cargo's own last line is that of
+# the last doc-test crate, which may have none).
+passed=$(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed.*/\1/p' "$TEST_LOG" | awk '{s+=$1} END {print s+0}')
+failed=$(sed -nE 's/^test result: .* ([0-9]+) failed.*/\1/p' "$TEST_LOG" | awk '{s+=$1} END {print s+0}')
+rm -f "$TEST_LOG"
 log "all checks passed"
+echo "summary: $passed passed, $failed failed"

@@ -138,7 +138,7 @@ const MAX_CONNECT_RETRY: Duration = Duration::from_secs(120);
 pub fn spawn(
     cfg: NeighborConfig,
     local: LocalIdentity,
-    events: mpsc::UnboundedSender<(IpAddr, NeighborEvent)>,
+    events: mpsc::Sender<(IpAddr, NeighborEvent)>,
 ) -> NeighborHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (acc_tx, acc_rx) = mpsc::channel(4);
@@ -177,7 +177,7 @@ enum Waited {
 struct NeighborTask {
     cfg: NeighborConfig,
     local: LocalIdentity,
-    events: mpsc::UnboundedSender<(IpAddr, NeighborEvent)>,
+    events: mpsc::Sender<(IpAddr, NeighborEvent)>,
     commands: mpsc::UnboundedReceiver<ToNeighbor>,
     accepted: mpsc::Receiver<TcpStream>,
     counters: Arc<NeighborCounters>,
@@ -187,15 +187,17 @@ struct NeighborTask {
 }
 
 impl NeighborTask {
-    fn emit(&self, ev: NeighborEvent) {
-        let _ = self.events.send((self.cfg.address, ev));
+    /// Report to the core; waits while the core is busy, which (through the bounded frame
+    /// channel) stops reading from a peer that floods us faster than we can process.
+    async fn emit(&self, ev: NeighborEvent) {
+        let _ = self.events.send((self.cfg.address, ev)).await;
     }
 
-    fn set_state(&mut self, s: PeerState) {
+    async fn set_state(&mut self, s: PeerState) {
         if self.state != s {
             debug!(peer = %self.cfg.address, from = self.state.as_str(), to = s.as_str(), "state");
             self.state = s;
-            self.emit(NeighborEvent::State(s));
+            self.emit(NeighborEvent::State(s)).await;
         }
     }
 
@@ -216,13 +218,13 @@ impl NeighborTask {
             };
             match self.run_session(stream, outgoing).await {
                 SessionEnd::Shutdown => {
-                    self.set_state(PeerState::Idle);
+                    self.set_state(PeerState::Idle).await;
                     return;
                 }
                 SessionEnd::Closed(reason, pending) => {
                     self.counters.set_last_error(reason.clone());
-                    self.emit(NeighborEvent::Down(reason));
-                    self.set_state(PeerState::Idle);
+                    self.emit(NeighborEvent::Down(reason)).await;
+                    self.set_state(PeerState::Idle).await;
                     next = pending.map(|s| (s, false));
                     delay = self.retry.next_delay(rand::random::<f64>());
                 }
@@ -233,14 +235,14 @@ impl NeighborTask {
     /// Idle/Connect/Active: wait `delay`, then connect (unless passive), accepting an incoming
     /// connection at any time.
     async fn wait_for_connection(&mut self, delay: Duration) -> Waited {
-        self.set_state(PeerState::Active);
+        self.set_state(PeerState::Active).await;
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         let mut slept = delay.is_zero();
         loop {
             let connecting = slept && !self.cfg.passive;
             if connecting {
-                self.set_state(PeerState::Connect);
+                self.set_state(PeerState::Connect).await;
             }
             let target = std::net::SocketAddr::new(self.cfg.address, self.cfg.port);
             let opts = self.cfg.transport();
@@ -254,7 +256,7 @@ impl NeighborTask {
                         Err(e) => {
                             debug!(peer = %self.cfg.address, error = %e, "connect failed");
                             self.counters.set_last_error(format!("connect: {e}"));
-                            self.set_state(PeerState::Active);
+                            self.set_state(PeerState::Active).await;
                             Waited::Retry
                         }
                     };
@@ -307,7 +309,7 @@ impl NeighborTask {
                         Output::SetTimer(t, d) => conn.set_timer(t, Some(d)),
                         Output::ClearTimer(t) => conn.set_timer(t, None),
                         Output::OpenReceived { remote_id } => {
-                            self.set_state(PeerState::OpenConfirm);
+                            self.set_state(PeerState::OpenConfirm).await;
                             if let Some(other) = pending.take() {
                                 // RFC 4271 6.8: keep the connection opened by the higher BGP id.
                                 let local_wins =
@@ -333,19 +335,22 @@ impl NeighborTask {
                                 .established_transitions
                                 .fetch_add(1, Ordering::Relaxed);
                             info!(peer = %self.cfg.address, remote_id = %neg.remote_id, hold = neg.hold_time, "established");
-                            self.set_state(PeerState::Established);
+                            self.set_state(PeerState::Established).await;
                             self.emit(NeighborEvent::Established(EstablishedInfo {
                                 negotiated: neg,
                                 local_address,
-                            }));
+                            }))
+                            .await;
                         }
                         Output::Update(u) => {
                             self.counters
                                 .updates_received
                                 .fetch_add(1, Ordering::Relaxed);
-                            self.emit(NeighborEvent::Update(u));
+                            self.emit(NeighborEvent::Update(u)).await;
                         }
-                        Output::RouteRefresh(rr) => self.emit(NeighborEvent::RouteRefresh(rr)),
+                        Output::RouteRefresh(rr) => {
+                            self.emit(NeighborEvent::RouteRefresh(rr)).await
+                        }
                         Output::Closed(reason) => {
                             let text = match &reason {
                                 CloseReason::NotificationSent(n) => {
@@ -372,7 +377,7 @@ impl NeighborTask {
                 }
             }
             if !established && conn.session.state() == fsm::State::OpenSent {
-                self.set_state(PeerState::OpenSent);
+                self.set_state(PeerState::OpenSent).await;
             }
             let input = tokio::select! {
                 frame = conn.frames.recv() => match frame {

@@ -86,7 +86,8 @@ impl Speaker {
             }
             None => None,
         };
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        // Bounded: a neighbor that produces events faster than the core handles them waits.
+        let (ev_tx, ev_rx) = mpsc::channel(NEIGHBOR_EVENT_QUEUE);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (rib_tx, rib_rx) = mpsc::unbounded_channel();
         let local = LocalIdentity {
@@ -216,13 +217,16 @@ struct Core {
     pending_changes: Vec<LocRibChange>,
 }
 
+/// Neighbor events queued towards the core before neighbor tasks wait.
+const NEIGHBOR_EVENT_QUEUE: usize = 4096;
+
 /// Events handled before Adj-RIB-Out changes are flushed, so bursts coalesce into fewer UPDATEs.
 const MAX_EVENTS_PER_FLUSH: usize = 512;
 
 impl Core {
     async fn run(
         mut self,
-        mut events: mpsc::UnboundedReceiver<(IpAddr, NeighborEvent)>,
+        mut events: mpsc::Receiver<(IpAddr, NeighborEvent)>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         loop {

@@ -81,8 +81,24 @@ pub struct BgpListener {
 }
 
 impl BgpListener {
-    /// Bind `addr`. An unspecified IPv6 address gives a dual-stack socket.
+    /// Bind `addr`. An unspecified IPv6 address gives a dual-stack socket, falling back to
+    /// IPv4 only (`0.0.0.0`) on a host without IPv6.
     pub fn bind(addr: SocketAddr) -> io::Result<BgpListener> {
+        match Self::bind_exact(addr) {
+            Err(e)
+                if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                Self::bind_exact(SocketAddr::new(
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    addr.port(),
+                ))
+            }
+            r => r,
+        }
+    }
+
+    fn bind_exact(addr: SocketAddr) -> io::Result<BgpListener> {
         let v6 = addr.is_ipv6();
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_reuse_address(true)?;
