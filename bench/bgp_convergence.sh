@@ -169,7 +169,7 @@ rib_count() {
     case $1 in
     routelet)
         # Prefer a summary count if status offers one; else count the RIB entries.
-        "$ROUTELET" status --socket "$WORK/routelet.sock" --json |
+        "$ROUTELET" status --socket "$WORK/routelet.sock" --json --summary |
             python3 -c 'import json,sys; s=json.load(sys.stdin); print(s.get("rib_size", len(s.get("rib", []))))'
         ;;
     bird)

@@ -69,11 +69,20 @@ async fn handle(stream: UnixStream, speaker: Speaker) {
         return;
     }
     let reply = match line.trim() {
-        "status" => match speaker.status().await {
-            Ok(s) => serde_json::to_string(&s).unwrap_or_else(|e| error_json(&e.to_string())),
-            Err(e) => error_json(&e.to_string()),
-        },
-        other => error_json(&format!("unknown request `{other}` (known: status)")),
+        req @ ("status" | "summary") => {
+            let status = if req == "status" {
+                speaker.status().await
+            } else {
+                speaker.summary().await
+            };
+            match status {
+                Ok(s) => serde_json::to_string(&s).unwrap_or_else(|e| error_json(&e.to_string())),
+                Err(e) => error_json(&e.to_string()),
+            }
+        }
+        other => error_json(&format!(
+            "unknown request `{other}` (known: status, summary)"
+        )),
     };
     let _ = wr.write_all(reply.as_bytes()).await;
     let _ = wr.write_all(b"\n").await;
@@ -84,8 +93,8 @@ fn error_json(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
 }
 
-/// Ask a running routelet for its status.
-pub async fn fetch_status(path: &Path) -> Result<SpeakerStatus, ControlError> {
+/// Ask a running routelet for its status (`summary`: without the Loc-RIB listing).
+pub async fn fetch_status(path: &Path, summary: bool) -> Result<SpeakerStatus, ControlError> {
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
@@ -97,7 +106,7 @@ pub async fn fetch_status(path: &Path) -> Result<SpeakerStatus, ControlError> {
         message,
     };
     stream
-        .write_all(b"status\n")
+        .write_all(if summary { b"summary\n" } else { b"status\n" })
         .await
         .map_err(|e| proto(e.to_string()))?;
     let mut body = String::new();

@@ -38,6 +38,9 @@ enum Command {
         /// Print the full status as JSON.
         #[arg(long)]
         json: bool,
+        /// Leave out the route table (cheap with large tables; `rib_size` still counts it).
+        #[arg(long)]
+        summary: bool,
     },
 }
 
@@ -80,7 +83,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { socket, json } => match rt.block_on(control::fetch_status(&socket)) {
+        Command::Status {
+            socket,
+            json,
+            summary,
+        } => match rt.block_on(control::fetch_status(&socket, summary)) {
             Ok(status) => {
                 if json {
                     match serde_json::to_string_pretty(&status) {

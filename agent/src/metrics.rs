@@ -115,7 +115,7 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         rejected,
     );
     let loc_rib = Gauge::<i64>::default();
-    loc_rib.set(status.rib.len() as i64);
+    loc_rib.set(status.rib_size as i64);
     reg.register("bgp_loc_rib_prefixes", "Prefixes with a best path", loc_rib);
     if let Some(f) = fib {
         let installed = Gauge::<i64>::default();
@@ -170,7 +170,7 @@ async fn respond(mut stream: TcpStream, speaker: Speaker, fib: Option<Arc<FibSta
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) =
         if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-            match speaker.status().await {
+            match speaker.summary().await {
                 Ok(s) => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -54,7 +54,10 @@ pub enum SpeakerError {
 
 enum Command {
     SetOriginated(Vec<(Prefix, PathAttributes)>),
-    Status(oneshot::Sender<SpeakerStatus>),
+    Status {
+        include_rib: bool,
+        reply: oneshot::Sender<SpeakerStatus>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -128,10 +131,23 @@ impl Speaker {
             .map_err(|_| SpeakerError::Stopped)
     }
 
+    /// Full status: neighbors, counters and the Loc-RIB.
     pub async fn status(&self) -> Result<SpeakerStatus, SpeakerError> {
+        self.status_with(true).await
+    }
+
+    /// Status without the Loc-RIB listing (`rib_size` still counts it): cheap at any table size.
+    pub async fn summary(&self) -> Result<SpeakerStatus, SpeakerError> {
+        self.status_with(false).await
+    }
+
+    async fn status_with(&self, include_rib: bool) -> Result<SpeakerStatus, SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Status(tx))
+            .send(Command::Status {
+                include_rib,
+                reply: tx,
+            })
             .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
@@ -249,8 +265,8 @@ impl Core {
                         let changes = self.rib.set_originated(routes);
                         self.propagate(changes);
                     }
-                    Some(Command::Status(reply)) => {
-                        let _ = reply.send(self.status());
+                    Some(Command::Status { include_rib, reply }) => {
+                        let _ = reply.send(self.status(include_rib));
                     }
                     Some(Command::Shutdown(done)) => {
                         for p in self.peers.values() {
@@ -389,7 +405,7 @@ impl Core {
         }
     }
 
-    fn status(&self) -> SpeakerStatus {
+    fn status(&self, include_rib: bool) -> SpeakerStatus {
         let now = Instant::now();
         let neighbors = self
             .peers
@@ -410,17 +426,21 @@ impl Core {
                 )
             })
             .collect();
-        let mut rib: Vec<RouteStatus> = self
-            .rib
-            .loc_rib()
-            .map(|(prefix, best)| RouteStatus::new(prefix, &best))
-            .collect();
+        let mut rib: Vec<RouteStatus> = if include_rib {
+            self.rib
+                .loc_rib()
+                .map(|(prefix, best)| RouteStatus::new(prefix, &best))
+                .collect()
+        } else {
+            Vec::new()
+        };
         rib.sort_by_key(|r| r.sort_key);
         SpeakerStatus {
             router_id: self.cfg.router_id,
             asn: self.cfg.asn,
             converged: self.convergence_deadline.is_none(),
             connections_rejected: self.rejected.load(Ordering::Relaxed),
+            rib_size: self.rib.loc_rib_len(),
             neighbors,
             rib,
         }

@@ -20,7 +20,10 @@ pub struct SpeakerStatus {
     pub converged: bool,
     /// Incoming connections refused because the source is not a configured neighbor.
     pub connections_rejected: u64,
+    /// Prefixes in the Loc-RIB (also when `rib` is omitted).
+    pub rib_size: usize,
     pub neighbors: Vec<NeighborStatus>,
+    /// The Loc-RIB, sorted; empty in a summary.
     pub rib: Vec<RouteStatus>,
 }
 
@@ -170,10 +173,11 @@ impl SpeakerStatus {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "router id {}  AS {}  converged: {}  rejected connections: {}",
+            "router id {}  AS {}  converged: {}  prefixes: {}  rejected connections: {}",
             self.router_id,
             self.asn,
             if self.converged { "yes" } else { "no" },
+            self.rib_size,
             self.connections_rejected
         );
         let _ = writeln!(s);
@@ -203,6 +207,9 @@ impl SpeakerStatus {
                     let _ = writeln!(s, "{:<40} last error: {e}", "");
                 }
             }
+        }
+        if self.rib.is_empty() {
+            return s;
         }
         let _ = writeln!(s);
         let _ = writeln!(
