@@ -135,7 +135,7 @@ start_target() {
             echo "max_paths: 4"
             echo "neighbors:"
             for i in $(seq "$N"); do
-                echo "  - {address: 10.1.1.$i, asn: $((65100 + i)), passive: true, hold_time: 90, families: [ipv4_unicast]}"
+                echo "  - {address: 10.1.1.$i, asn: $((65100 + i)), passive: true, hold_time: 90, families: [ipv4_unicast], export: none}"
             done
             echo "originate: []"
             echo "kernel: {install: true, table: 254}"

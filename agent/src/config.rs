@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bgp::config::{NeighborConfig, SpeakerConfig};
+use bgp::rib::RouteFilter;
 use bgp::types::{Family, Prefix};
 use serde::Deserialize;
 
@@ -119,6 +120,12 @@ pub struct NeighborFile {
     /// Default: the family of `address`.
     #[serde(default)]
     pub families: Option<Vec<Family>>,
+    /// `all` (default) or `none`: accept this neighbor's routes.
+    #[serde(default)]
+    pub import: RouteFilter,
+    /// `all` (default) or `none`: advertise routes to this neighbor.
+    #[serde(default)]
+    pub export: RouteFilter,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +317,8 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
             local_address: n.local_address,
             route_reflector_client: n.route_reflector_client,
             families,
+            import: n.import,
+            export: n.export,
         });
     }
     let mut originate = Vec::new();

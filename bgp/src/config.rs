@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::network::TransportOptions;
+use crate::rib::RouteFilter;
 use crate::types::{Asn, Family};
 
 /// Configuration of the whole speaker.
@@ -41,6 +42,8 @@ pub struct NeighborConfig {
     pub local_address: Option<IpAddr>,
     pub route_reflector_client: bool,
     pub families: Vec<Family>,
+    pub import: RouteFilter,
+    pub export: RouteFilter,
 }
 
 impl NeighborConfig {
@@ -58,6 +61,8 @@ impl NeighborConfig {
             local_address: None,
             route_reflector_client: false,
             families: vec![Family::of_addr(&address)],
+            import: RouteFilter::All,
+            export: RouteFilter::All,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::neighbor::{
     self, EstablishedInfo, LocalIdentity, NeighborEvent, NeighborHandle, PeerState, ToNeighbor,
 };
 use crate::network::BgpListener;
-use crate::rib::{AdjRibOut, LocRibChange, PeerInfo, Rib};
+use crate::rib::{AdjRibOut, LocRibChange, PeerInfo, Rib, RouteFilter};
 use crate::status::{NeighborStatus, RouteStatus, SpeakerStatus};
 use crate::types::{notify, Family, Notification, PathAttributes, Prefix};
 
@@ -352,7 +352,11 @@ impl Core {
             return;
         }
         for peer in self.peers.values_mut() {
-            if let Some(est) = peer.established.as_mut() {
+            if let Some(est) = peer
+                .established
+                .as_mut()
+                .filter(|e| e.info.export == RouteFilter::All)
+            {
                 for c in &changes {
                     let prefix = match c {
                         LocRibChange::Best { prefix, .. } | LocRibChange::Gone { prefix } => prefix,
@@ -464,6 +468,8 @@ fn established_peer(cfg: &NeighborConfig, info: EstablishedInfo) -> Established 
             route_reflector_client: cfg.route_reflector_client,
             extended_next_hop: neg.extended_next_hop,
             families: neg.families.clone(),
+            import: cfg.import,
+            export: cfg.export,
         },
         adj_out: AdjRibOut::new(),
         families: neg.families,

@@ -68,7 +68,10 @@ impl Rib {
         }
         match update.attrs.as_ref() {
             Some(attrs) if !update.treat_as_withdraw() => {
-                let accepted = self.import_check(attrs, ebgp).is_none();
+                let import_all = self
+                    .peer(from)
+                    .is_some_and(|p| p.import == super::RouteFilter::All);
+                let accepted = import_all && self.import_check(attrs, ebgp).is_none();
                 for reach in &update.reach {
                     let mut a = attrs.clone();
                     a.next_hop = Some(reach.next_hop);

@@ -11,7 +11,7 @@ use std::sync::{Arc, MutexGuard, PoisonError, Weak};
 
 use super::best_path::DEFAULT_LOCAL_PREF;
 use super::loc_rib::{Destination, Path, Rib, LOCAL};
-use super::PeerInfo;
+use super::{PeerInfo, RouteFilter};
 use crate::types::{Family, NextHop, PathAttributes, Prefix, RawAttribute};
 
 const MIN_SWEEP: usize = 1024;
@@ -104,6 +104,9 @@ impl Rib {
     /// the Partial bit (learned routes), other unknown attributes are dropped. Only families
     /// in `to.families` are exported.
     pub fn export_for(&self, to: &PeerInfo, prefix: &Prefix) -> Option<Arc<PathAttributes>> {
+        if to.export == RouteFilter::None {
+            return None;
+        }
         let dest = self.dests.get(prefix)?;
         let mut cache = self.lock_cache();
         self.export_dest(&mut cache, to, prefix, dest)
@@ -111,7 +114,7 @@ impl Rib {
 
     /// The full table for `to` (initial dump after Established), in no particular order.
     pub fn export_all(&self, to: &PeerInfo) -> Vec<(Prefix, Arc<PathAttributes>)> {
-        if to.families.is_empty() {
+        if to.families.is_empty() || to.export == RouteFilter::None {
             return Vec::new();
         }
         let mut cache = self.lock_cache();

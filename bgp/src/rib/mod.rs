@@ -49,6 +49,22 @@ pub struct PeerInfo {
     pub extended_next_hop: bool,
     /// Families negotiated on the session; only these are exported to the peer.
     pub families: Vec<Family>,
+    /// Whether routes from this peer are accepted.
+    pub import: RouteFilter,
+    /// Whether routes are advertised to this peer.
+    pub export: RouteFilter,
+}
+
+/// A neighbor's import or export filter: everything or nothing. Named policies (prefix and
+/// community sets, actions) arrive with the policy crate and will replace this.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteFilter {
+    #[default]
+    All,
+    None,
 }
 
 /// Why the best path won (the last tie-break that decided it).

@@ -41,6 +41,8 @@ pub(super) fn peer(address: &str, asn: Asn, router_id: &str) -> PeerInfo {
         route_reflector_client: false,
         extended_next_hop: false,
         families: Family::ALL.to_vec(),
+        import: RouteFilter::All,
+        export: RouteFilter::All,
     }
 }
 
@@ -1038,4 +1040,32 @@ fn bench_10_peers_100k_prefixes() {
         );
     }
     assert_eq!(r.loc_rib().count(), 0);
+}
+
+#[test]
+fn import_and_export_filters_none() {
+    let mut r = Rib::new(LOCAL_ASN, RID, None, 1);
+    let mut deaf = peer("10.0.1.2", 65001, "10.255.1.2");
+    deaf.import = RouteFilter::None;
+    let mut mute = peer("10.0.2.2", 65002, "10.255.2.2");
+    mute.export = RouteFilter::None;
+    r.peer_up(deaf.clone());
+    r.peer_up(mute.clone());
+    let out = r.apply_update(
+        deaf.address,
+        &announce(attrs(&[65001]), "10.0.1.2", &["198.51.100.0/24"]),
+    );
+    assert_eq!((out.received, out.accepted, out.rejected), (1, 0, 1));
+    assert!(out.changes.is_empty());
+    assert!(r.best(&pfx("198.51.100.0/24")).is_none());
+    let out = r.apply_update(
+        mute.address,
+        &announce(attrs(&[65002]), "10.0.2.2", &["203.0.113.0/24"]),
+    );
+    assert_eq!(out.accepted, 1);
+    // Routes are still exported to the deaf peer, nothing to the mute one.
+    assert!(r.export_for(&deaf, &pfx("203.0.113.0/24")).is_some());
+    assert!(r.export_for(&mute, &pfx("203.0.113.0/24")).is_none());
+    assert!(r.export_all(&mute).is_empty());
+    assert_eq!(r.export_all(&deaf).len(), 1);
 }
