@@ -33,15 +33,31 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
         *hops = canonical_next_hops(hops);
     }
 
+    diff_canonical(&desired, &kernel_map, true)
+}
+
+/// [`diff`] over maps that are already canonical (prefixes truncated, next-hop sets sorted
+/// and deduplicated, never empty in `desired`). With `delete_stale` false, kernel routes that
+/// are not desired are left alone (before routing has converged).
+pub fn diff_canonical<H>(
+    desired: &HashMap<Prefix, H>,
+    kernel: &HashMap<Prefix, H>,
+    delete_stale: bool,
+) -> Vec<FibOp>
+where
+    H: std::ops::Deref<Target = [IpAddr]> + PartialEq,
+{
     let mut replaces: Vec<FibOp> = desired
         .iter()
-        .filter(|(p, nh)| kernel_map.get(p) != Some(nh))
+        .filter(|(p, nh)| kernel.get(*p) != Some(*nh))
         .map(|(p, nh)| {
             let route = KernelRoute {
                 prefix: *p,
-                next_hops: nh.clone(),
+                next_hops: nh.to_vec(),
             };
-            if kernel_map.contains_key(p) {
+            // A prefix we have no route for is created exclusively, so a route of another
+            // protocol for the same prefix is never overwritten.
+            if kernel.contains_key(p) {
                 FibOp::Replace(route)
             } else {
                 FibOp::Add(route)
@@ -50,11 +66,15 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
         .collect();
     replaces.sort_by_key(|op| op.prefix());
 
-    let mut deletes: Vec<Prefix> = kernel_map
-        .keys()
-        .filter(|p| !desired.contains_key(p))
-        .copied()
-        .collect();
+    let mut deletes: Vec<Prefix> = if delete_stale {
+        kernel
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
     deletes.sort();
 
     replaces
@@ -162,6 +182,22 @@ mod tests {
         assert_eq!(
             diff(&desired, &kernel),
             vec![FibOp::Replace(kr("10.1.0.0/16", &["10.0.0.1"]))]
+        );
+    }
+
+    #[test]
+    fn canonical_diff_keeps_stale_routes_until_asked() {
+        use std::sync::Arc;
+        let shared: Arc<[IpAddr]> = ips(&["10.0.0.1"]).into();
+        let desired = HashMap::from([(p("10.1.0.0/16"), Arc::clone(&shared))]);
+        let kernel = HashMap::from([
+            (p("10.1.0.0/16"), Arc::clone(&shared)),
+            (p("10.9.0.0/16"), shared),
+        ]);
+        assert!(diff_canonical(&desired, &kernel, false).is_empty());
+        assert_eq!(
+            diff_canonical(&desired, &kernel, true),
+            vec![FibOp::Delete(p("10.9.0.0/16"))]
         );
     }
 }

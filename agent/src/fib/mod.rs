@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
-pub use diff::diff;
+pub use diff::{diff, diff_canonical};
 pub use task::{spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig};
 
 use batch::{BatchSocket, Outcome};

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::message::canonical_next_hops;
-use super::{diff, Fib, FibOp, FibOpKind, KernelRoute, Prefix};
+use super::{diff_canonical, Fib, FibOp, FibOpKind, KernelRoute, Prefix};
 
 /// Commands driving the FIB task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub fn spawn_fib_task_with(
         config,
         desired: HashMap::new(),
         kernel: HashMap::new(),
+        hop_sets: HashSet::new(),
         converged: false,
     };
     tokio::spawn(task.run(rx))
@@ -91,11 +92,21 @@ struct FibTask {
     stats: Arc<FibStats>,
     config: FibTaskConfig,
     /// Desired routes (canonical next hops, never empty).
-    desired: HashMap<Prefix, Vec<IpAddr>>,
+    desired: HashMap<Prefix, NextHopSet>,
     /// Our routes in the kernel as far as we know (last dump + our successful ops).
-    kernel: HashMap<Prefix, Vec<IpAddr>>,
+    kernel: HashMap<Prefix, NextHopSet>,
+    /// Interned next-hop sets: a table of a million routes usually has a handful of distinct
+    /// sets, so each route costs one pointer instead of its own allocation.
+    hop_sets: HashSet<NextHopSet>,
     converged: bool,
 }
+
+/// A canonical (sorted, deduplicated) set of next hops, shared between routes.
+type NextHopSet = Arc<[IpAddr]>;
+
+/// Resync runs at least every `resync_interval`, but never spends more than this fraction of
+/// the time dumping and comparing (a million-route table takes about a second).
+const RESYNC_MAX_DUTY: u32 = 20;
 
 /// What one drained group of commands asks for.
 #[derive(Default)]
@@ -115,18 +126,13 @@ impl FibTask {
                         "keeping routes of ours left in the kernel until routing converges"
                     );
                 }
-                self.kernel = routes
-                    .into_iter()
-                    .map(|r| (r.prefix, r.next_hops))
-                    .collect();
+                self.kernel = self.kernel_map(routes);
             }
             Err(e) => warn!(error = %e, "initial FIB dump failed; relying on resync"),
         }
         self.publish();
 
-        let mut resync = tokio::time::interval(self.config.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.tick().await; // the first tick is immediate
+        let mut next_resync = tokio::time::Instant::now() + self.config.resync_interval;
 
         loop {
             tokio::select! {
@@ -140,14 +146,14 @@ impl FibTask {
                     if drained.converge && !self.converged {
                         self.converged = true;
                         info!("routing converged; removing stale routes");
-                        self.resync().await;
+                        next_resync = self.resync().await;
                     }
                     if drained.shutdown {
                         debug!("FIB task shutting down; leaving routes in place");
                         return;
                     }
                 }
-                _ = resync.tick() => self.resync().await,
+                _ = tokio::time::sleep_until(next_resync) => next_resync = self.resync().await,
             }
         }
     }
@@ -163,10 +169,10 @@ impl FibTask {
             match cmd {
                 FibCommand::Set { prefix, next_hops } => {
                     let prefix = prefix.trunc();
-                    let hops = canonical_next_hops(&next_hops);
-                    if hops.is_empty() {
+                    if next_hops.is_empty() {
                         self.desired.remove(&prefix);
                     } else {
+                        let hops = self.intern(&next_hops);
                         self.desired.insert(prefix, hops);
                     }
                     drained.touched.insert(prefix);
@@ -195,7 +201,7 @@ impl FibTask {
                 (Some(want), have) if have != Some(want) => {
                     let route = KernelRoute {
                         prefix,
-                        next_hops: want.clone(),
+                        next_hops: want.to_vec(),
                     };
                     // A prefix we have no route for is created exclusively, so a route of
                     // another protocol for the same prefix is never overwritten.
@@ -211,28 +217,49 @@ impl FibTask {
         self.apply(ops).await;
     }
 
+    /// The shared copy of the canonical form of `hops`.
+    fn intern(&mut self, hops: &[IpAddr]) -> NextHopSet {
+        let canonical = canonical_next_hops(hops);
+        if let Some(set) = self.hop_sets.get(canonical.as_slice()) {
+            return Arc::clone(set);
+        }
+        if self.hop_sets.len() >= 1024 {
+            // Drop sets no route uses any more.
+            self.hop_sets.retain(|s| Arc::strong_count(s) > 1);
+        }
+        let set: NextHopSet = canonical.into();
+        self.hop_sets.insert(Arc::clone(&set));
+        set
+    }
+
+    fn kernel_map(&mut self, routes: Vec<KernelRoute>) -> HashMap<Prefix, NextHopSet> {
+        let mut map = HashMap::with_capacity(routes.len());
+        for r in routes {
+            let hops = self.intern(&r.next_hops);
+            map.insert(r.prefix.trunc(), hops);
+        }
+        map
+    }
+
     /// Re-dump the kernel and repair differences. Before convergence only desired routes
-    /// are (re)installed: stale routes are left alone.
-    async fn resync(&mut self) {
+    /// are (re)installed: stale routes are left alone. Returns when the next resync is due.
+    async fn resync(&mut self) -> tokio::time::Instant {
+        let started = tokio::time::Instant::now();
         let routes = match self.fib.dump().await {
             Ok(routes) => routes,
             Err(e) => {
                 warn!(error = %e, "FIB resync dump failed");
-                return;
+                return started + self.config.resync_interval;
             }
         };
-        let mut ops = diff(&self.desired, &routes);
-        if !self.converged {
-            ops.retain(|op| matches!(op, FibOp::Add(_) | FibOp::Replace(_)));
-        }
-        self.kernel = routes
-            .into_iter()
-            .map(|r| (r.prefix, r.next_hops))
-            .collect();
+        self.kernel = self.kernel_map(routes);
+        let ops = diff_canonical(&self.desired, &self.kernel, self.converged);
         if !ops.is_empty() {
             info!(count = ops.len(), "FIB resync: repairing kernel routes");
         }
         self.apply(ops).await;
+        let spent = started.elapsed();
+        started + self.config.resync_interval.max(spent * RESYNC_MAX_DUTY)
     }
 
     async fn apply(&mut self, ops: Vec<FibOp>) {
@@ -262,7 +289,7 @@ impl FibTask {
                 // Replace ops are always built from the desired map.
                 FibOpKind::Add | FibOpKind::Replace => {
                     if let Some(hops) = self.desired.get(&prefix) {
-                        self.kernel.insert(prefix, hops.clone());
+                        self.kernel.insert(prefix, Arc::clone(hops));
                     }
                 }
                 FibOpKind::Delete => {
