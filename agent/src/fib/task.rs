@@ -108,6 +108,11 @@ type NextHopSet = Arc<[IpAddr]>;
 /// the time dumping and comparing (a million-route table takes about a second).
 const RESYNC_MAX_DUTY: u32 = 20;
 
+/// A resync waits until no command has arrived for this long...
+const QUIET_BEFORE_RESYNC: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...unless the last one is this many resync intervals ago.
+const RESYNC_MAX_DEFER: u32 = 6;
+
 /// What one drained group of commands asks for.
 #[derive(Default)]
 struct Drained {
@@ -133,6 +138,7 @@ impl FibTask {
         self.publish();
 
         let mut next_resync = tokio::time::Instant::now() + self.config.resync_interval;
+        let mut last_resync = tokio::time::Instant::now();
 
         loop {
             tokio::select! {
@@ -143,9 +149,16 @@ impl FibTask {
                     };
                     let drained = self.drain(cmd, &mut rx);
                     self.apply_touched(drained.touched).await;
+                    // While routes are pouring in, a full dump would only compete with them
+                    // for memory and CPU: resync once things are quiet (but not never).
+                    let now = tokio::time::Instant::now();
+                    if now.duration_since(last_resync) < self.config.resync_interval * RESYNC_MAX_DEFER {
+                        next_resync = next_resync.max(now + QUIET_BEFORE_RESYNC);
+                    }
                     if drained.converge && !self.converged {
                         self.converged = true;
                         info!("routing converged; removing stale routes");
+                        last_resync = tokio::time::Instant::now();
                         next_resync = self.resync().await;
                     }
                     if drained.shutdown {
@@ -153,7 +166,10 @@ impl FibTask {
                         return;
                     }
                 }
-                _ = tokio::time::sleep_until(next_resync) => next_resync = self.resync().await,
+                _ = tokio::time::sleep_until(next_resync) => {
+                    last_resync = tokio::time::Instant::now();
+                    next_resync = self.resync().await;
+                }
             }
         }
     }
