@@ -477,4 +477,20 @@ kernel:
         assert!(s.bgp.listen.is_none());
         assert!(s.metrics.is_none());
     }
+
+    /// Every speaker YAML example in the README parses and validates.
+    #[test]
+    fn readme_examples_are_valid() {
+        let readme = include_str!("../../README.md");
+        let mut found = 0;
+        for block in readme.split("```yaml").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            if body.contains("router_id:") {
+                found += 1;
+                let error = parse(body).err().map(|e| e.to_string());
+                assert_eq!(error, None, "README example does not load:\n{body}");
+            }
+        }
+        assert!(found >= 1, "no speaker example found in README");
+    }
 }
