@@ -156,10 +156,11 @@ impl FibTask {
                         next_resync = next_resync.max(now + QUIET_BEFORE_RESYNC);
                     }
                     if drained.converge && !self.converged {
+                        // Stale routes go with the next resync, once the routes still
+                        // queued behind the End-of-RIBs are in.
                         self.converged = true;
-                        info!("routing converged; removing stale routes");
-                        last_resync = tokio::time::Instant::now();
-                        next_resync = self.resync().await;
+                        info!("routing converged; stale routes are removed once quiet");
+                        next_resync = now + QUIET_BEFORE_RESYNC;
                     }
                     if drained.shutdown {
                         debug!("FIB task shutting down; leaving routes in place");

@@ -948,8 +948,15 @@ fn bench_10_peers_100k_prefixes() {
             let prefixes: Vec<Prefix> = (chunk * PER_UPDATE
                 ..((chunk + 1) * PER_UPDATE).min(PREFIXES))
                 .map(|i| {
-                    let n = 0x0b00_0000u32 + (i << 8);
-                    Prefix::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(n), 24).expect("prefix"))
+                    // RIB_BENCH_UNIQUE=1: every peer its own prefixes (1M /32s, the layout of
+                    // bench/bgp_convergence.sh) instead of 10 paths per /24.
+                    if std::env::var_os("RIB_BENCH_UNIQUE").is_some() {
+                        let n = 0x0a40_0000u32 + p * PREFIXES + i;
+                        Prefix::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(n), 32).expect("prefix"))
+                    } else {
+                        let n = 0x0b00_0000u32 + (i << 8);
+                        Prefix::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(n), 24).expect("prefix"))
+                    }
                 })
                 .collect();
             let a = PathAttributes {
