@@ -193,6 +193,32 @@ impl NeighborTask {
         let _ = self.events.send((self.cfg.address, ev)).await;
     }
 
+    /// Hand an UPDATE to the core. While the core is not taking more (its consumer is behind),
+    /// this waits — no more messages are read from this peer, so TCP holds the peer back — but
+    /// keeps sending our KEEPALIVEs so the session survives the pause.
+    async fn emit_update(&self, update: Update, conn: &mut Connection) {
+        loop {
+            tokio::select! {
+                permit = self.events.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send((self.cfg.address, NeighborEvent::Update(update)));
+                    }
+                    return;
+                }
+                _ = sleep_until(conn.keepalive) => {
+                    for out in conn.session.handle(Input::TimerExpired(Timer::Keepalive)) {
+                        match out {
+                            Output::Send(msg) => conn.send(&msg, &self.counters),
+                            Output::SetTimer(t, d) => conn.set_timer(t, Some(d)),
+                            Output::ClearTimer(t) => conn.set_timer(t, None),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     async fn set_state(&mut self, s: PeerState) {
         if self.state != s {
             debug!(peer = %self.cfg.address, from = self.state.as_str(), to = s.as_str(), "state");
@@ -346,7 +372,7 @@ impl NeighborTask {
                             self.counters
                                 .updates_received
                                 .fetch_add(1, Ordering::Relaxed);
-                            self.emit(NeighborEvent::Update(u)).await;
+                            self.emit_update(u, &mut conn).await;
                         }
                         Output::RouteRefresh(rr) => {
                             self.emit(NeighborEvent::RouteRefresh(rr)).await
@@ -380,6 +406,9 @@ impl NeighborTask {
                 self.set_state(PeerState::OpenSent).await;
             }
             let input = tokio::select! {
+                // Received messages first: after a pause (see `emit_update`) the peer's
+                // queued KEEPALIVEs must restart the hold timer before it is looked at.
+                biased;
                 frame = conn.frames.recv() => match frame {
                     Some(mut buf) => {
                         self.counters.messages_received.fetch_add(1, Ordering::Relaxed);

@@ -69,9 +69,7 @@ pub struct Speaker {
 
 impl Speaker {
     /// Bind the listener, start one task per neighbor and the core loop.
-    pub fn start(
-        cfg: SpeakerConfig,
-    ) -> Result<(Speaker, mpsc::UnboundedReceiver<RibEvent>), SpeakerError> {
+    pub fn start(cfg: SpeakerConfig) -> Result<(Speaker, mpsc::Receiver<RibEvent>), SpeakerError> {
         let listener = match cfg.listen {
             Some(addr) => {
                 let l = BgpListener::bind(addr)
@@ -92,7 +90,7 @@ impl Speaker {
         // Bounded: a neighbor that produces events faster than the core handles them waits.
         let (ev_tx, ev_rx) = mpsc::channel(NEIGHBOR_EVENT_QUEUE);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (rib_tx, rib_rx) = mpsc::unbounded_channel();
+        let (rib_tx, rib_rx) = mpsc::channel(RIB_EVENT_QUEUE);
         let local = LocalIdentity {
             asn: cfg.asn,
             router_id: cfg.router_id,
@@ -116,6 +114,7 @@ impl Speaker {
             rib_events: rib_tx,
             rejected,
             pending_changes: Vec::new(),
+            pending_converged: false,
         };
         tokio::spawn(core.run(ev_rx, cmd_rx));
         Ok((Speaker { commands: cmd_tx }, rib_rx))
@@ -226,11 +225,16 @@ struct Core {
     cfg: SpeakerConfig,
     rib: Rib,
     peers: BTreeMap<IpAddr, Peer>,
-    rib_events: mpsc::UnboundedSender<RibEvent>,
+    /// Bounded: when the consumer (the FIB) falls behind, changes wait in `pending_changes`
+    /// and the core stops taking neighbor events, so a route flood is held back by TCP
+    /// instead of piling up in memory.
+    rib_events: mpsc::Sender<RibEvent>,
     rejected: Arc<AtomicU64>,
     /// `Some` until converged.
     convergence_deadline: Option<Instant>,
     pending_changes: Vec<LocRibChange>,
+    /// Converged is to be announced after `pending_changes`.
+    pending_converged: bool,
 }
 
 /// Neighbor events queued towards the core before neighbor tasks wait.
@@ -238,6 +242,12 @@ const NEIGHBOR_EVENT_QUEUE: usize = 4096;
 
 /// Events handled before Adj-RIB-Out changes are flushed, so bursts coalesce into fewer UPDATEs.
 const MAX_EVENTS_PER_FLUSH: usize = 512;
+
+/// Batches of Loc-RIB changes queued towards the consumer.
+const RIB_EVENT_QUEUE: usize = 4;
+
+/// Above this many undelivered Loc-RIB changes the core takes no more neighbor events.
+const MAX_PENDING_CHANGES: usize = 100_000;
 
 impl Core {
     async fn run(
@@ -247,8 +257,15 @@ impl Core {
     ) {
         loop {
             let deadline = self.convergence_deadline;
+            let backlog = !self.pending_changes.is_empty() || self.pending_converged;
+            let rib_events = self.rib_events.clone();
             tokio::select! {
-                ev = events.recv() => match ev {
+                permit = rib_events.reserve(), if backlog => {
+                    if let Ok(permit) = permit {
+                        self.deliver(permit);
+                    }
+                }
+                ev = events.recv(), if self.pending_changes.len() < MAX_PENDING_CHANGES => match ev {
                     Some((peer, ev)) => {
                         self.on_neighbor_event(peer, ev);
                         for _ in 0..MAX_EVENTS_PER_FLUSH {
@@ -378,9 +395,12 @@ impl Core {
                 }
             }
         }
-        if !self.pending_changes.is_empty() {
-            let changes = std::mem::take(&mut self.pending_changes);
-            let _ = self.rib_events.send(RibEvent::Changes(changes));
+        let rib_events = self.rib_events.clone();
+        while !self.pending_changes.is_empty() || self.pending_converged {
+            match rib_events.try_reserve() {
+                Ok(permit) => self.deliver(permit),
+                Err(_) => break,
+            }
         }
     }
 
@@ -400,12 +420,18 @@ impl Core {
 
     fn set_converged(&mut self) {
         if self.convergence_deadline.take().is_some() {
-            // Changes queued so far go out first, so the consumer sees them before Converged.
-            let changes = std::mem::take(&mut self.pending_changes);
-            if !changes.is_empty() {
-                let _ = self.rib_events.send(RibEvent::Changes(changes));
-            }
-            let _ = self.rib_events.send(RibEvent::Converged);
+            self.pending_converged = true;
+        }
+    }
+
+    /// Hand the next queued event to the consumer: changes first, so it sees every change
+    /// made before convergence ahead of `Converged`.
+    fn deliver(&mut self, permit: mpsc::Permit<'_, RibEvent>) {
+        if !self.pending_changes.is_empty() {
+            permit.send(RibEvent::Changes(std::mem::take(&mut self.pending_changes)));
+        } else if self.pending_converged {
+            self.pending_converged = false;
+            permit.send(RibEvent::Converged);
         }
     }
 
