@@ -314,7 +314,13 @@ impl NeighborTask {
     async fn run_session(&mut self, stream: TcpStream, outgoing: bool) -> SessionEnd {
         if !outgoing {
             if let Err(e) = network::secure_accepted(&stream, self.cfg.ttl_security) {
-                return SessionEnd::Closed(format!("socket options: {e}"), None);
+                let what = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    "refused"
+                } else {
+                    "socket options"
+                };
+                warn!(peer = %self.cfg.address, error = %e, "incoming connection {what}");
+                return SessionEnd::Closed(format!("{what}: {e}"), None);
             }
         }
         let local_address = match stream.local_addr() {

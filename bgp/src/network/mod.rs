@@ -113,6 +113,9 @@ impl BgpListener {
         if !v6 || addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
             let _ = sock.set_ttl_v4(GTSM_TTL);
         }
+        // The minimum TTL differs per neighbor, so it cannot be enforced on the shared listener
+        // before accept; the saved SYN lets `secure_accepted` check what the peer really sent.
+        sockopt::set_save_syn(&sock)?;
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(128)?;
@@ -139,9 +142,24 @@ impl BgpListener {
 }
 
 /// Apply GTSM to an accepted connection (per neighbor, so not on the shared listener).
+///
+/// Segments that arrived between the handshake and this call (typically the peer's OPEN) are
+/// already queued and would slip past `IP_MINTTL`, so the TTL of the connection's SYN is
+/// checked too: a connection that did not arrive with TTL >= 254 is refused
+/// (`PermissionDenied`) before a byte of it is read. The saved SYN is read (and freed) for
+/// every accepted connection.
 pub fn secure_accepted(stream: &TcpStream, ttl_security: bool) -> io::Result<()> {
+    let syn_ttl = sockopt::saved_syn_ttl(stream).ok().flatten();
     if !ttl_security {
         return Ok(());
+    }
+    if let Some(ttl) = syn_ttl {
+        if ttl < GTSM_MIN_TTL {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("GTSM: connection arrived with TTL {ttl}, below {GTSM_MIN_TTL}"),
+            ));
+        }
     }
     let v6 = stream.local_addr()?.is_ipv6();
     let sock = socket2::SockRef::from(stream);
@@ -174,6 +192,22 @@ mod tests {
         assert_eq!(peer, IpAddr::V4(Ipv4Addr::LOCALHOST));
         secure_accepted(&server, true).expect("gtsm on accepted");
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn gtsm_refuses_a_connection_that_arrived_with_a_low_ttl() {
+        let listener =
+            BgpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Without ttl_security the client sends the default TTL (64 on loopback).
+        let plain = TransportOptions::default();
+        let (client, server) = tokio::join!(connect(addr, &plain, Duration::from_secs(2)), async {
+            tokio::time::timeout(Duration::from_secs(2), listener.accept()).await
+        });
+        let _client = client.expect("connect");
+        let (server, _) = server.expect("accept in time").expect("accept");
+        let err = secure_accepted(&server, true).expect_err("low TTL must be refused");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! The two socket options no safe crate offers: TCP_MD5SIG (RFC 2385) and IP_MINTTL /
-//! IPV6_MINHOPCOUNT (GTSM, RFC 5082). The only `unsafe` in the speaker lives here.
+//! The socket options no safe crate offers: TCP_MD5SIG (RFC 2385), IP_MINTTL /
+//! IPV6_MINHOPCOUNT (GTSM, RFC 5082) and TCP_SAVE_SYN / TCP_SAVED_SYN (the TTL of an accepted
+//! connection's SYN). The only `unsafe` in the speaker lives here.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -106,6 +107,44 @@ pub fn set_min_ttl(sock: &impl AsRawFd, v6_socket: bool, min: u8) -> io::Result<
     }
 }
 
+/// Keep each incoming SYN's IP and TCP headers on the listener (`TCP_SAVE_SYN`), so the TTL a
+/// connection arrived with can be checked after accept.
+pub fn set_save_syn(sock: &impl AsRawFd) -> io::Result<()> {
+    set_int(sock, libc::IPPROTO_TCP, libc::TCP_SAVE_SYN, 1)
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of the SYN that opened this accepted connection, from
+/// `TCP_SAVED_SYN`. `None` when the listener did not save it (or it was already read: the kernel
+/// hands it out once).
+pub fn saved_syn_ttl(sock: &impl AsRawFd) -> io::Result<Option<u8>> {
+    // IPv6 header (40) + options + TCP header with options (<= 60): 512 is ample.
+    let mut buf = [0u8; 512];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and `len` is a live socklen_t the kernel updates.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVED_SYN,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ttl_of_ip_header(&buf[..(len as usize).min(buf.len())]))
+}
+
+/// TTL / hop limit of a raw IPv4 or IPv6 header.
+fn ttl_of_ip_header(h: &[u8]) -> Option<u8> {
+    match h.first().map(|b| b >> 4) {
+        Some(4) => h.get(8).copied(),
+        Some(6) => h.get(7).copied(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +175,33 @@ mod tests {
         let long = [b'x'; 81];
         assert!(set_tcp_md5(&sock, IpAddr::V4(Ipv4Addr::LOCALHOST), &long, false).is_err());
         set_min_ttl(&sock, false, 254).expect("min ttl");
+    }
+
+    #[test]
+    fn ttl_from_ip_headers() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[8] = 64;
+        assert_eq!(ttl_of_ip_header(&v4), Some(64));
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[7] = 255;
+        assert_eq!(ttl_of_ip_header(&v6), Some(255));
+        assert_eq!(ttl_of_ip_header(&[]), None);
+        assert_eq!(ttl_of_ip_header(&[0x45, 0, 0]), None);
+        assert_eq!(ttl_of_ip_header(&[0x00; 20]), None);
+    }
+
+    #[test]
+    fn saved_syn_reports_the_ttl_of_a_loopback_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        set_save_syn(&listener).expect("save syn");
+        let addr = listener.local_addr().expect("addr");
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        client.set_ttl_v4(77).expect("ttl");
+        client.connect(&addr.into()).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        assert_eq!(saved_syn_ttl(&server).expect("saved syn"), Some(77));
     }
 }
