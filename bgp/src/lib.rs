@@ -6,6 +6,7 @@ pub mod fsm;
 pub mod neighbor;
 pub mod network;
 pub mod packet;
+pub mod prefix_map;
 pub mod rib;
 pub mod speaker;
 pub mod status;

@@ -1,0 +1,237 @@
+//! [`PrefixMap`]: a hash map keyed by IP prefix that stores an IPv4 key in 5 bytes and an
+//! IPv6 key in 17 (address + length, alignment 1) instead of `ipnet::IpNet`'s 18-byte enum in
+//! every bucket: the Loc-RIB and the FIB tables of a million IPv4 routes shrink by a third.
+//!
+//! Keys are stored exactly as given (host bits are not masked); callers that need canonical
+//! prefixes truncate before inserting.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct V4Key([u8; 5]);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct V6Key([u8; 17]);
+
+impl V4Key {
+    fn new(net: &Ipv4Net) -> V4Key {
+        let [a, b, c, d] = net.addr().octets();
+        V4Key([a, b, c, d, net.prefix_len()])
+    }
+
+    fn prefix(&self) -> IpNet {
+        let [a, b, c, d, len] = self.0;
+        let addr = Ipv4Addr::new(a, b, c, d);
+        // Keys only come from valid prefixes; the fallback cannot be reached.
+        IpNet::V4(Ipv4Net::new(addr, len).unwrap_or_else(|_| Ipv4Net::from(addr)))
+    }
+}
+
+impl V6Key {
+    fn new(net: &Ipv6Net) -> V6Key {
+        let mut k = [0u8; 17];
+        k[..16].copy_from_slice(&net.addr().octets());
+        k[16] = net.prefix_len();
+        V6Key(k)
+    }
+
+    fn prefix(&self) -> IpNet {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&self.0[..16]);
+        let addr = Ipv6Addr::from(octets);
+        IpNet::V6(Ipv6Net::new(addr, self.0[16]).unwrap_or_else(|_| Ipv6Net::from(addr)))
+    }
+}
+
+/// A map from IP prefix to `V`, one hash table per family.
+#[derive(Debug, Clone)]
+pub struct PrefixMap<V> {
+    v4: HashMap<V4Key, V>,
+    v6: HashMap<V6Key, V>,
+}
+
+impl<V> Default for PrefixMap<V> {
+    fn default() -> Self {
+        PrefixMap {
+            v4: HashMap::new(),
+            v6: HashMap::new(),
+        }
+    }
+}
+
+impl<V> PrefixMap<V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    pub fn get(&self, prefix: &IpNet) -> Option<&V> {
+        match prefix {
+            IpNet::V4(n) => self.v4.get(&V4Key::new(n)),
+            IpNet::V6(n) => self.v6.get(&V6Key::new(n)),
+        }
+    }
+
+    pub fn get_mut(&mut self, prefix: &IpNet) -> Option<&mut V> {
+        match prefix {
+            IpNet::V4(n) => self.v4.get_mut(&V4Key::new(n)),
+            IpNet::V6(n) => self.v6.get_mut(&V6Key::new(n)),
+        }
+    }
+
+    pub fn contains_key(&self, prefix: &IpNet) -> bool {
+        self.get(prefix).is_some()
+    }
+
+    /// Insert, returning the previous value.
+    pub fn insert(&mut self, prefix: IpNet, value: V) -> Option<V> {
+        match prefix {
+            IpNet::V4(n) => self.v4.insert(V4Key::new(&n), value),
+            IpNet::V6(n) => self.v6.insert(V6Key::new(&n), value),
+        }
+    }
+
+    pub fn remove(&mut self, prefix: &IpNet) -> Option<V> {
+        match prefix {
+            IpNet::V4(n) => self.v4.remove(&V4Key::new(n)),
+            IpNet::V6(n) => self.v6.remove(&V6Key::new(n)),
+        }
+    }
+
+    /// The value for `prefix`, inserted with `make` if absent.
+    pub fn get_or_insert_with(&mut self, prefix: IpNet, make: impl FnOnce() -> V) -> &mut V {
+        match prefix {
+            IpNet::V4(n) => self.v4.entry(V4Key::new(&n)).or_insert_with(make),
+            IpNet::V6(n) => self.v6.entry(V6Key::new(&n)).or_insert_with(make),
+        }
+    }
+
+    /// Keep only the entries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(IpNet, &mut V) -> bool) {
+        self.v4.retain(|k, v| keep(k.prefix(), v));
+        self.v6.retain(|k, v| keep(k.prefix(), v));
+    }
+
+    /// All entries, IPv4 first, in no particular order within a family.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, &V)> + '_ {
+        self.v4
+            .iter()
+            .map(|(k, v)| (k.prefix(), v))
+            .chain(self.v6.iter().map(|(k, v)| (k.prefix(), v)))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (IpNet, &mut V)> + '_ {
+        self.v4
+            .iter_mut()
+            .map(|(k, v)| (k.prefix(), v))
+            .chain(self.v6.iter_mut().map(|(k, v)| (k.prefix(), v)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.v4.values().chain(self.v6.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.v4.values_mut().chain(self.v6.values_mut())
+    }
+
+    /// Consume the map, yielding every entry.
+    pub fn into_entries(self) -> impl Iterator<Item = (IpNet, V)> {
+        self.v4
+            .into_iter()
+            .map(|(k, v)| (k.prefix(), v))
+            .chain(self.v6.into_iter().map(|(k, v)| (k.prefix(), v)))
+    }
+
+    /// Release memory the tables no longer need (after a large withdrawal).
+    pub fn shrink_to_fit(&mut self) {
+        self.v4.shrink_to_fit();
+        self.v6.shrink_to_fit();
+    }
+}
+
+impl<V> FromIterator<(IpNet, V)> for PrefixMap<V> {
+    fn from_iter<I: IntoIterator<Item = (IpNet, V)>>(iter: I) -> Self {
+        let mut map = PrefixMap::new();
+        for (k, v) in iter {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn p(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_round_trip_exactly_both_families() {
+        let prefixes = [
+            "0.0.0.0/0",
+            "10.1.2.3/32",
+            "10.1.2.0/24",
+            "10.1.2.3/24",
+            "::/0",
+            "2001:db8::/32",
+            "2001:db8::1/128",
+        ];
+        let mut m = PrefixMap::new();
+        for (i, s) in prefixes.iter().enumerate() {
+            assert_eq!(m.insert(p(s), i), None);
+        }
+        assert_eq!(m.len(), prefixes.len());
+        for (i, s) in prefixes.iter().enumerate() {
+            assert_eq!(m.get(&p(s)), Some(&i), "{s}");
+        }
+        let mut seen: Vec<IpNet> = m.keys().collect();
+        seen.sort();
+        let mut want: Vec<IpNet> = prefixes.iter().map(|s| p(s)).collect();
+        want.sort();
+        assert_eq!(seen, want);
+        // Same bits, other length or family: distinct keys.
+        assert_eq!(m.get(&p("10.1.2.0/25")), None);
+        assert_eq!(m.get(&p("::a01:200/120")), None);
+    }
+
+    #[test]
+    fn insert_remove_retain_and_entry() {
+        let mut m: PrefixMap<u32> = PrefixMap::new();
+        *m.get_or_insert_with(p("10.0.0.0/8"), || 1) += 1;
+        *m.get_or_insert_with(p("10.0.0.0/8"), || 100) += 1;
+        assert_eq!(m.get(&p("10.0.0.0/8")), Some(&3));
+        m.insert(p("2001:db8::/48"), 7);
+        m.insert(p("192.0.2.0/24"), 8);
+        *m.get_mut(&p("2001:db8::/48")).unwrap() = 9;
+        m.retain(|prefix, v| prefix.addr().is_ipv6() || *v == 8);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.remove(&p("192.0.2.0/24")), Some(8));
+        assert_eq!(m.remove(&p("192.0.2.0/24")), None);
+        let all: Vec<(IpNet, u32)> = m.into_entries().collect();
+        assert_eq!(all, vec![(p("2001:db8::/48"), 9)]);
+    }
+
+    #[test]
+    fn entries_are_smaller_than_with_ipnet_keys() {
+        assert_eq!(std::mem::size_of::<(V4Key, u64)>(), 16);
+        assert!(std::mem::size_of::<(IpNet, u64)>() > 16);
+    }
+}
