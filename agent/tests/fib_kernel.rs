@@ -507,6 +507,12 @@ fn large_batches_attribute_errors_to_the_right_ops() {
         let dumped = fib.dump().await.expect("dump");
         assert_eq!(dumped.len(), 2970);
         assert_eq!(kernel_routes(&ns).len(), 2970);
+        assert_eq!(dump_map(dumped), kernel_routes(&ns));
+        // The compact dump spans many datagrams and shares the one next-hop set.
+        let compact = fib.dump_compact().await.expect("compact dump");
+        assert_eq!(compact.routes.len(), 2970);
+        assert_eq!(compact.hop_sets, vec![vec![ip("10.0.0.1")]]);
+        assert_eq!(compact.unparsable, 0);
         // Delete everything, including the 30 never installed.
         let deletes = (0..n).map(|i| FibOp::Delete(bulk_prefix(i))).collect();
         apply_ok(&fib, deletes).await;

@@ -13,9 +13,13 @@
 
 use std::io;
 
+use std::time::Duration;
+
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{
-    ErrorBuffer, NetlinkBuffer, NetlinkMessage, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    ErrorBuffer, NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
 };
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -32,6 +36,10 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 /// NLMSGERR_ATTR_MSG: the extended-ACK human readable message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLMSG_HDRLEN: usize = 16;
+/// A dump that stops answering for this long is abandoned (the next resync retries).
+const DUMP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receive buffer for dump datagrams (the kernel fills at most ~32 KiB per datagram).
+const DUMP_RECV_BYTES: usize = 64 * 1024;
 
 /// What the kernel said about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +74,9 @@ impl BatchSocket {
         socket.set_ext_ack(true)?;
         // Best effort: the kernel silently caps it; batches are sized for the default.
         let _ = socket.set_rx_buf_sz(RECV_BUFFER_BYTES);
+        // Let the kernel filter dumps by table and protocol (kernel >= 4.20; older kernels
+        // dump everything and the caller filters).
+        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(BatchSocket {
             socket,
             seq: 1,
@@ -74,9 +85,11 @@ impl BatchSocket {
         })
     }
 
-    /// Send all requests (in order, batched) and return one outcome per request.
-    pub(crate) fn execute(&mut self, requests: Vec<Request>) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(requests.len());
+    /// Send all requests (in order, batched) and return one outcome per request. Requests
+    /// are pulled from the iterator as batches fill, so only one batch exists at a time.
+    pub(crate) fn execute(&mut self, requests: impl IntoIterator<Item = Request>) -> Vec<Outcome> {
+        let requests = requests.into_iter();
+        let mut outcomes = Vec::with_capacity(requests.size_hint().0);
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH_MESSAGES);
         let mut batch_bytes = 0usize;
         for (message, flags) in requests {
@@ -164,6 +177,96 @@ impl BatchSocket {
                 None => Outcome::AckLost,
             })
             .collect()
+    }
+
+    /// Dump routes (an RTM_GETROUTE dump with `request` as filter), handing each route to
+    /// `each` as its datagram is read: memory stays at one datagram however large the table
+    /// (a library stream would queue a million parsed messages if its reader fell behind).
+    /// Messages that fail to parse are skipped and counted in the returned number.
+    pub(crate) fn dump(
+        &mut self,
+        request: RouteMessage,
+        mut each: impl FnMut(&RouteMessage),
+    ) -> io::Result<usize> {
+        let seq = self.seq;
+        self.seq = match self.seq.wrapping_add(1) {
+            0 => 1,
+            s => s,
+        };
+        let mut nl = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(request));
+        nl.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        nl.header.sequence_number = seq;
+        nl.finalize();
+        self.send_buf.clear();
+        self.send_buf.resize(nl.buffer_len(), 0);
+        nl.serialize(&mut self.send_buf);
+        self.send_all()?;
+
+        // Blocking reads with a timeout for the dump, non-blocking again afterwards.
+        self.socket.set_non_blocking(false)?;
+        let timeout =
+            socket2::SockRef::from(&self.socket).set_read_timeout(Some(DUMP_READ_TIMEOUT));
+        let result = timeout.and_then(|()| self.read_dump(seq, &mut each));
+        let restore = self.socket.set_non_blocking(true);
+        let skipped = result?;
+        restore?;
+        Ok(skipped)
+    }
+
+    fn read_dump(&mut self, seq: u32, each: &mut impl FnMut(&RouteMessage)) -> io::Result<usize> {
+        let mut buf: Vec<u8> = Vec::with_capacity(DUMP_RECV_BYTES);
+        let mut skipped = 0usize;
+        loop {
+            buf.clear();
+            match self.socket.recv_from(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "route dump timed out",
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+            let mut rest: &[u8] = &buf;
+            while let Ok(header) = NetlinkBuffer::new_checked(rest) {
+                let len = header.length() as usize;
+                if len < NLMSG_HDRLEN {
+                    break;
+                }
+                let Some(bytes) = rest.get(..len) else { break };
+                // Late replies to earlier batches carry other sequence numbers.
+                if header.sequence_number() == seq {
+                    match header.message_type() {
+                        NLMSG_DONE => return Ok(skipped),
+                        NLMSG_ERROR => {
+                            if let Some((_, Outcome::Errno(errno, msg))) =
+                                parse_acks(bytes).into_iter().next()
+                            {
+                                let text = msg.map(|m| format!(": {m}")).unwrap_or_default();
+                                return Err(io::Error::other(format!(
+                                    "route dump refused (errno {errno}){text}"
+                                )));
+                            }
+                        }
+                        _ => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                            Ok(NetlinkMessage {
+                                payload:
+                                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)),
+                                ..
+                            }) => each(&route),
+                            Ok(_) => {}
+                            Err(_) => skipped += 1,
+                        },
+                    }
+                }
+                match rest.get((len + 3) & !3..) {
+                    Some(r) if !r.is_empty() => rest = r,
+                    _ => break,
+                }
+            }
+        }
     }
 
     fn send_all(&mut self) -> io::Result<()> {

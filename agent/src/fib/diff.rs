@@ -33,54 +33,46 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
         *hops = canonical_next_hops(hops);
     }
 
-    diff_canonical(&desired, &kernel_map, true)
-}
-
-/// [`diff`] over maps that are already canonical (prefixes truncated, next-hop sets sorted
-/// and deduplicated, never empty in `desired`). With `delete_stale` false, kernel routes that
-/// are not desired are left alone (before routing has converged).
-pub fn diff_canonical<H>(
-    desired: &HashMap<Prefix, H>,
-    kernel: &HashMap<Prefix, H>,
-    delete_stale: bool,
-) -> Vec<FibOp>
-where
-    H: std::ops::Deref<Target = [IpAddr]> + PartialEq,
-{
     let mut replaces: Vec<FibOp> = desired
         .iter()
-        .filter(|(p, nh)| kernel.get(*p) != Some(*nh))
-        .map(|(p, nh)| {
-            let route = KernelRoute {
-                prefix: *p,
-                next_hops: nh.to_vec(),
-            };
-            // A prefix we have no route for is created exclusively, so a route of another
-            // protocol for the same prefix is never overwritten.
-            if kernel.contains_key(p) {
-                FibOp::Replace(route)
-            } else {
-                FibOp::Add(route)
-            }
+        .filter_map(|(p, want)| {
+            route_op(*p, Some(want), kernel_map.get(p).map(Vec::as_slice), true)
         })
         .collect();
     replaces.sort_by_key(|op| op.prefix());
-
-    let mut deletes: Vec<Prefix> = if delete_stale {
-        kernel
-            .keys()
-            .filter(|p| !desired.contains_key(p))
-            .copied()
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let mut deletes: Vec<Prefix> = kernel_map
+        .keys()
+        .filter(|p| !desired.contains_key(p))
+        .copied()
+        .collect();
     deletes.sort();
-
     replaces
         .into_iter()
         .chain(deletes.into_iter().map(FibOp::Delete))
         .collect()
+}
+
+/// The operation bringing one prefix from what the kernel has (`installed`) to what is
+/// wanted (`desired`), both canonical; `None` when they already agree. A prefix we have no
+/// route for is `Add`ed (exclusively: never over another protocol's route), one with other
+/// next hops `Replace`d; an installed route nobody wants is `Delete`d only with
+/// `delete_stale` (before routing has converged, routes left by a previous run stay).
+pub fn route_op(
+    prefix: Prefix,
+    desired: Option<&[IpAddr]>,
+    installed: Option<&[IpAddr]>,
+    delete_stale: bool,
+) -> Option<FibOp> {
+    let route = |hops: &[IpAddr]| KernelRoute {
+        prefix,
+        next_hops: hops.to_vec(),
+    };
+    match (desired, installed) {
+        (Some(want), None) => Some(FibOp::Add(route(want))),
+        (Some(want), Some(have)) if want != have => Some(FibOp::Replace(route(want))),
+        (None, Some(_)) if delete_stale => Some(FibOp::Delete(prefix)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -186,18 +178,24 @@ mod tests {
     }
 
     #[test]
-    fn canonical_diff_keeps_stale_routes_until_asked() {
-        use std::sync::Arc;
-        let shared: Arc<[IpAddr]> = ips(&["10.0.0.1"]).into();
-        let desired = HashMap::from([(p("10.1.0.0/16"), Arc::clone(&shared))]);
-        let kernel = HashMap::from([
-            (p("10.1.0.0/16"), Arc::clone(&shared)),
-            (p("10.9.0.0/16"), shared),
-        ]);
-        assert!(diff_canonical(&desired, &kernel, false).is_empty());
+    fn route_op_keeps_stale_routes_until_asked() {
+        let one = ips(&["10.0.0.1"]);
+        let two = ips(&["10.0.0.1", "10.0.0.2"]);
+        let prefix = p("10.1.0.0/16");
+        assert_eq!(route_op(prefix, Some(&one), Some(&one), true), None);
+        assert_eq!(route_op(prefix, None, None, true), None);
         assert_eq!(
-            diff_canonical(&desired, &kernel, true),
-            vec![FibOp::Delete(p("10.9.0.0/16"))]
+            route_op(prefix, Some(&two), None, false),
+            Some(FibOp::Add(kr("10.1.0.0/16", &["10.0.0.1", "10.0.0.2"])))
+        );
+        assert_eq!(
+            route_op(prefix, Some(&two), Some(&one), false),
+            Some(FibOp::Replace(kr("10.1.0.0/16", &["10.0.0.1", "10.0.0.2"])))
+        );
+        assert_eq!(route_op(prefix, None, Some(&one), false), None);
+        assert_eq!(
+            route_op(prefix, None, Some(&one), true),
+            Some(FibOp::Delete(prefix))
         );
     }
 }

@@ -2,8 +2,8 @@
 //! its own route protocol number ([`ROUTELET_PROTOCOL`]) and only ever reads, replaces or
 //! deletes routes carrying that number.
 //!
-//! * [`Fib`]: the netlink I/O (dump through an rtnetlink [`rtnetlink::Handle`], batched
-//!   replace/delete through a raw netlink socket, see [`batch`]);
+//! * [`Fib`]: the netlink I/O (streamed dumps and batched replace/delete through one raw
+//!   netlink socket, see [`batch`]);
 //! * [`diff`]: pure reconciliation of desired vs. kernel state;
 //! * [`spawn_fib_task`]: the single task owning kernel state (coalescing, stale-route
 //!   handling across restarts, periodic resync).
@@ -13,15 +13,15 @@ mod diff;
 mod message;
 mod task;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
-pub use diff::{diff, diff_canonical};
+pub use diff::{diff, route_op};
 pub use task::{spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig};
 
 use batch::{BatchSocket, Outcome};
@@ -172,24 +172,30 @@ pub struct FibApplyReport {
     pub errors: Vec<(FibOp, FibError)>,
 }
 
+/// Our routes as dumped from the kernel, compact (see [`Fib::dump_compact`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DumpedRoutes {
+    /// Each route's (truncated) prefix and its index into `hop_sets`.
+    pub routes: Vec<(Prefix, u32)>,
+    /// Distinct canonical next-hop sets (empty for a route of ours without a gateway).
+    pub hop_sets: Vec<Vec<IpAddr>>,
+    /// Dumped messages that could not be parsed (skipped).
+    pub unparsable: usize,
+}
+
 /// Handle on one kernel routing table for one route protocol.
 pub struct Fib {
-    handle: rtnetlink::Handle,
     writer: Arc<Mutex<BatchSocket>>,
     params: RouteParams,
 }
 
 impl Fib {
-    /// Open the netlink sockets in the calling thread's network namespace and spawn the
-    /// rtnetlink connection on the current tokio runtime. `table` 254 is the main table.
+    /// Open the netlink socket in the calling thread's network namespace. Dumps and writes
+    /// run on the current tokio runtime's blocking threads. `table` 254 is the main table.
     pub fn new(table: u32, protocol: u8) -> Result<Fib, FibError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| FibError::NoRuntime)?;
-        let (connection, handle, _unsolicited) =
-            rtnetlink::new_connection_with_strict_check().map_err(FibError::Socket)?;
-        runtime.spawn(connection);
+        tokio::runtime::Handle::try_current().map_err(|_| FibError::NoRuntime)?;
         let writer = BatchSocket::new().map_err(FibError::Socket)?;
         Ok(Fib {
-            handle,
             writer: Arc::new(Mutex::new(writer)),
             params: RouteParams {
                 table,
@@ -228,32 +234,65 @@ impl Fib {
 
     /// Our protocol's routes in our table, IPv4 and IPv6 (next hops sorted).
     pub async fn dump(&self) -> Result<Vec<KernelRoute>, FibError> {
-        let mut routes = Vec::new();
-        for (family, name) in [
-            (AddressFamily::Inet, "IPv4"),
-            (AddressFamily::Inet6, "IPv6"),
-        ] {
-            let request = message::build_dump_request(family, &self.params);
-            let mut stream = self.handle.route().get(request).execute();
-            loop {
-                match stream.try_next().await {
-                    Ok(Some(msg)) => {
-                        if let Some(route) = message::parse_route(&msg, &self.params) {
-                            routes.push(route);
+        let dumped = self.dump_compact().await?;
+        Ok(dumped
+            .routes
+            .into_iter()
+            .map(|(prefix, set)| KernelRoute {
+                prefix,
+                next_hops: dumped
+                    .hop_sets
+                    .get(set as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// [`Fib::dump`] in compact form: each route's prefix with an index into the distinct
+    /// next-hop sets (a million routes usually share a handful), read straight off the
+    /// netlink socket on a blocking thread.
+    pub async fn dump_compact(&self) -> Result<DumpedRoutes, FibError> {
+        let writer = Arc::clone(&self.writer);
+        let params = self.params;
+        let table = params.table;
+        tokio::task::spawn_blocking(move || {
+            let mut socket = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut out = DumpedRoutes::default();
+            let mut index: HashMap<Vec<IpAddr>, u32> = HashMap::new();
+            for (family, name) in [
+                (AddressFamily::Inet, "IPv4"),
+                (AddressFamily::Inet6, "IPv6"),
+            ] {
+                let request = message::build_dump_request(family, &params);
+                let skipped = socket
+                    .dump(request, |msg| {
+                        if let Some(route) = message::parse_route(msg, &params) {
+                            let next = out.hop_sets.len() as u32;
+                            let set = *index.entry(route.next_hops).or_insert_with_key(|hops| {
+                                out.hop_sets.push(hops.clone());
+                                next
+                            });
+                            out.routes.push((route.prefix, set));
                         }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        return Err(FibError::Dump {
-                            family: name,
-                            table: self.params.table,
-                            reason: e.to_string(),
-                        })
-                    }
-                }
+                    })
+                    .map_err(|e| FibError::Dump {
+                        family: name,
+                        table,
+                        reason: e.to_string(),
+                    })?;
+                out.unparsable += skipped;
             }
-        }
-        Ok(routes)
+            Ok(out)
+        })
+        .await
+        .map_err(|e| FibError::Dump {
+            family: "IPv4/IPv6",
+            table,
+            reason: format!("dump worker failed: {e}"),
+        })?
     }
 
     /// Apply `ops` in order, batched (many requests per netlink `sendmsg`), on a blocking
@@ -299,39 +338,49 @@ fn apply_blocking(
     ops: Vec<FibOp>,
 ) -> FibApplyReport {
     let mut report = FibApplyReport::default();
-    let mut sent_ops = Vec::with_capacity(ops.len());
-    let mut requests = Vec::with_capacity(ops.len());
-    for op in ops {
-        match &op {
-            FibOp::Add(route) | FibOp::Replace(route) => {
-                match message::build_replace(route, params) {
-                    Ok(msg) => {
-                        let flags = if matches!(op, FibOp::Add(_)) {
-                            NLM_F_CREATE | NLM_F_EXCL
-                        } else {
-                            NLM_F_CREATE | NLM_F_REPLACE
-                        };
-                        requests.push((RouteNetlinkMessage::NewRoute(msg), flags));
-                        sent_ops.push(op);
-                    }
-                    Err(e) => report.errors.push((op, e)),
-                }
+    // Messages are built as the socket asks for them: one batch in memory, not one message
+    // per op.
+    let mut unbuildable: Vec<(usize, FibError)> = Vec::new();
+    let mut sent: Vec<usize> = Vec::with_capacity(ops.len());
+    let requests = ops.iter().enumerate().filter_map(|(i, op)| match op {
+        FibOp::Add(route) | FibOp::Replace(route) => match message::build_replace(route, params) {
+            Ok(msg) => {
+                let flags = if matches!(op, FibOp::Add(_)) {
+                    NLM_F_CREATE | NLM_F_EXCL
+                } else {
+                    NLM_F_CREATE | NLM_F_REPLACE
+                };
+                sent.push(i);
+                Some((RouteNetlinkMessage::NewRoute(msg), flags))
             }
-            FibOp::Delete(prefix) => {
-                requests.push((
-                    RouteNetlinkMessage::DelRoute(message::build_delete(prefix, params)),
-                    0,
-                ));
-                sent_ops.push(op);
+            Err(e) => {
+                unbuildable.push((i, e));
+                None
             }
+        },
+        FibOp::Delete(prefix) => {
+            sent.push(i);
+            Some((
+                RouteNetlinkMessage::DelRoute(message::build_delete(prefix, params)),
+                0,
+            ))
         }
-    }
+    });
     let outcomes = {
         let mut socket = writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         socket.execute(requests)
     };
+    let mut ops: Vec<Option<FibOp>> = ops.into_iter().map(Some).collect();
+    for (i, e) in unbuildable {
+        if let Some(op) = ops.get_mut(i).and_then(Option::take) {
+            report.errors.push((op, e));
+        }
+    }
+    let sent_ops = sent
+        .into_iter()
+        .filter_map(|i| ops.get_mut(i).and_then(Option::take));
     for (op, outcome) in sent_ops.into_iter().zip(outcomes) {
         let (kind, prefix) = (op.kind(), op.prefix());
         let error = match outcome {

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::message::canonical_next_hops;
-use super::{diff_canonical, Fib, FibOp, FibOpKind, KernelRoute, Prefix};
+use bgp::prefix_map::PrefixMap;
+
+use super::{route_op, Fib, FibOp, FibOpKind, Prefix};
 
 /// Commands driving the FIB task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +82,9 @@ pub fn spawn_fib_task_with(
         fib,
         stats,
         config,
-        desired: HashMap::new(),
-        kernel: HashMap::new(),
-        hop_sets: HashSet::new(),
+        routes: PrefixMap::new(),
+        hops: HopSets::default(),
+        installed: 0,
         converged: false,
     };
     tokio::spawn(task.run(rx))
@@ -91,18 +94,119 @@ struct FibTask {
     fib: Fib,
     stats: Arc<FibStats>,
     config: FibTaskConfig,
-    /// Desired routes (canonical next hops, never empty).
-    desired: HashMap<Prefix, NextHopSet>,
-    /// Our routes in the kernel as far as we know (last dump + our successful ops).
-    kernel: HashMap<Prefix, NextHopSet>,
-    /// Interned next-hop sets: a table of a million routes usually has a handful of distinct
-    /// sets, so each route costs one pointer instead of its own allocation.
-    hop_sets: HashSet<NextHopSet>,
+    /// Per prefix (truncated): what we want in the kernel and what we know is there (last
+    /// dump + our successful operations). Entries with neither are removed.
+    routes: PrefixMap<RouteState>,
+    hops: HopSets,
+    /// Routes with `installed` set.
+    installed: usize,
     converged: bool,
 }
 
-/// A canonical (sorted, deduplicated) set of next hops, shared between routes.
-type NextHopSet = Arc<[IpAddr]>;
+/// One prefix's desired and installed next-hop sets (8 bytes: ids into [`HopSets`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RouteState {
+    /// Never the empty set: no desired route is `None`.
+    desired: Option<HopId>,
+    /// The empty set for a route of ours without a gateway (it gets repaired).
+    installed: Option<HopId>,
+}
+
+impl RouteState {
+    fn is_empty(&self) -> bool {
+        self.desired.is_none() && self.installed.is_none()
+    }
+}
+
+type HopId = NonZeroU32;
+
+/// Interned canonical next-hop sets: a table of a million routes usually has a handful of
+/// distinct sets, so each route stores two 4-byte ids. Sets no route uses any more are
+/// collected (mark and sweep over the route table) when the number of sets doubles.
+#[derive(Debug)]
+struct HopSets {
+    /// Slot `id - 1`; freed slots hold an empty set and are reused.
+    sets: Vec<Arc<[IpAddr]>>,
+    index: HashMap<Arc<[IpAddr]>, HopId>,
+    free: Vec<HopId>,
+    collect_at: usize,
+}
+
+impl Default for HopSets {
+    fn default() -> Self {
+        HopSets {
+            sets: Vec::new(),
+            index: HashMap::new(),
+            free: Vec::new(),
+            collect_at: MIN_HOP_SETS_BEFORE_COLLECT,
+        }
+    }
+}
+
+/// Hop sets are only collected once there are at least this many.
+const MIN_HOP_SETS_BEFORE_COLLECT: usize = 1024;
+
+impl HopSets {
+    /// The id of `canonical` (sorted, deduplicated), interning it if new.
+    fn intern(&mut self, canonical: &[IpAddr]) -> HopId {
+        if let Some(id) = self.index.get(canonical) {
+            return *id;
+        }
+        let set: Arc<[IpAddr]> = canonical.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(slot) = self.sets.get_mut(slot_of(id)) {
+                    *slot = Arc::clone(&set);
+                }
+                id
+            }
+            None => {
+                self.sets.push(Arc::clone(&set));
+                NonZeroU32::new(self.sets.len() as u32).unwrap_or(NonZeroU32::MIN)
+            }
+        };
+        self.index.insert(set, id);
+        id
+    }
+
+    fn get(&self, id: HopId) -> &[IpAddr] {
+        self.sets.get(slot_of(id)).map(|s| &s[..]).unwrap_or(&[])
+    }
+
+    fn wants_collect(&self) -> bool {
+        self.index.len() >= self.collect_at
+    }
+
+    /// Free every set not in `used`.
+    fn collect(&mut self, used: impl Iterator<Item = HopId>) {
+        let mut live = vec![false; self.sets.len()];
+        for id in used {
+            if let Some(l) = live.get_mut(slot_of(id)) {
+                *l = true;
+            }
+        }
+        let empty: Arc<[IpAddr]> = Arc::from(Vec::new());
+        for (slot, alive) in live.iter().enumerate() {
+            let Some(id) = NonZeroU32::new(slot as u32 + 1) else {
+                continue;
+            };
+            let Some(set) = self.sets.get_mut(slot) else {
+                continue;
+            };
+            // Freed slots are already out of the index.
+            if !alive && self.index.get(&**set) == Some(&id) {
+                self.index.remove(&**set);
+                *set = Arc::clone(&empty);
+                self.free.push(id);
+            }
+        }
+        self.collect_at = (self.index.len() * 2).max(MIN_HOP_SETS_BEFORE_COLLECT);
+    }
+}
+
+fn slot_of(id: HopId) -> usize {
+    id.get() as usize - 1
+}
 
 /// Resync runs at least every `resync_interval`, but never spends more than this fraction of
 /// the time dumping and comparing (a million-route table takes about a second).
@@ -123,16 +227,12 @@ struct Drained {
 
 impl FibTask {
     async fn run(mut self, mut rx: mpsc::Receiver<FibCommand>) {
-        match self.fib.dump().await {
-            Ok(routes) => {
-                if !routes.is_empty() {
-                    info!(
-                        count = routes.len(),
-                        "keeping routes of ours left in the kernel until routing converges"
-                    );
-                }
-                self.kernel = self.kernel_map(routes);
-            }
+        match self.load_kernel().await {
+            Ok(0) => {}
+            Ok(count) => info!(
+                count,
+                "keeping routes of ours left in the kernel until routing converges"
+            ),
             Err(e) => warn!(error = %e, "initial FIB dump failed; relying on resync"),
         }
         self.publish();
@@ -176,8 +276,9 @@ impl FibTask {
     }
 
     /// Absorb `first` and everything already queued (up to `max_coalesce`) into the desired
-    /// map; stops early at Shutdown.
+    /// state; stops early at Shutdown.
     fn drain(&mut self, first: FibCommand, rx: &mut mpsc::Receiver<FibCommand>) -> Drained {
+        self.maybe_collect_hop_sets();
         let mut drained = Drained::default();
         let mut next = Some(first);
         let mut count = 0usize;
@@ -187,10 +288,14 @@ impl FibTask {
                 FibCommand::Set { prefix, next_hops } => {
                     let prefix = prefix.trunc();
                     if next_hops.is_empty() {
-                        self.desired.remove(&prefix);
+                        if let Some(state) = self.routes.get_mut(&prefix) {
+                            state.desired = None;
+                        }
                     } else {
-                        let hops = self.intern(&next_hops);
-                        self.desired.insert(prefix, hops);
+                        let id = self.hops.intern(&canonical_next_hops(&next_hops));
+                        self.routes
+                            .get_or_insert_with(prefix, RouteState::default)
+                            .desired = Some(id);
                     }
                     drained.touched.insert(prefix);
                 }
@@ -209,68 +314,92 @@ impl FibTask {
         drained
     }
 
-    /// Bring the touched prefixes in line with the desired map (explicit removals delete
+    /// Bring the touched prefixes in line with the desired state (explicit removals delete
     /// the kernel route even before convergence).
     async fn apply_touched(&mut self, touched: HashSet<Prefix>) {
         let mut ops: Vec<FibOp> = Vec::new();
         for prefix in touched {
-            match (self.desired.get(&prefix), self.kernel.get(&prefix)) {
-                (Some(want), have) if have != Some(want) => {
-                    let route = KernelRoute {
-                        prefix,
-                        next_hops: want.to_vec(),
-                    };
-                    // A prefix we have no route for is created exclusively, so a route of
-                    // another protocol for the same prefix is never overwritten.
-                    ops.push(match have {
-                        Some(_) => FibOp::Replace(route),
-                        None => FibOp::Add(route),
-                    });
-                }
-                (None, Some(_)) => ops.push(FibOp::Delete(prefix)),
-                _ => {}
+            let Some(state) = self.routes.get(&prefix).copied() else {
+                continue;
+            };
+            if state.is_empty() {
+                self.routes.remove(&prefix);
+            } else if let Some(op) = self.route_op(prefix, state, true) {
+                ops.push(op);
             }
         }
         self.apply(ops).await;
     }
 
-    /// The shared copy of the canonical form of `hops`.
-    fn intern(&mut self, hops: &[IpAddr]) -> NextHopSet {
-        let canonical = canonical_next_hops(hops);
-        if let Some(set) = self.hop_sets.get(canonical.as_slice()) {
-            return Arc::clone(set);
-        }
-        if self.hop_sets.len() >= 1024 {
-            // Drop sets no route uses any more.
-            self.hop_sets.retain(|s| Arc::strong_count(s) > 1);
-        }
-        let set: NextHopSet = canonical.into();
-        self.hop_sets.insert(Arc::clone(&set));
-        set
+    fn route_op(&self, prefix: Prefix, state: RouteState, delete_stale: bool) -> Option<FibOp> {
+        route_op(
+            prefix,
+            state.desired.map(|id| self.hops.get(id)),
+            state.installed.map(|id| self.hops.get(id)),
+            delete_stale,
+        )
     }
 
-    fn kernel_map(&mut self, routes: Vec<KernelRoute>) -> HashMap<Prefix, NextHopSet> {
-        let mut map = HashMap::with_capacity(routes.len());
-        for r in routes {
-            let hops = self.intern(&r.next_hops);
-            map.insert(r.prefix.trunc(), hops);
+    fn maybe_collect_hop_sets(&mut self) {
+        if self.hops.wants_collect() {
+            let used = self
+                .routes
+                .values()
+                .flat_map(|s| [s.desired, s.installed])
+                .flatten();
+            self.hops.collect(used);
         }
-        map
+    }
+
+    /// Replace what we know is installed with a fresh dump of the kernel; returns the number
+    /// of routes of ours found.
+    async fn load_kernel(&mut self) -> Result<usize, super::FibError> {
+        let dumped = self.fib.dump_compact().await?;
+        if dumped.unparsable > 0 {
+            warn!(
+                count = dumped.unparsable,
+                "FIB dump: unparsable route messages skipped"
+            );
+        }
+        self.maybe_collect_hop_sets();
+        let ids: Vec<HopId> = dumped
+            .hop_sets
+            .iter()
+            .map(|hops| self.hops.intern(hops))
+            .collect();
+        for state in self.routes.values_mut() {
+            state.installed = None;
+        }
+        for (prefix, set) in dumped.routes {
+            if let Some(id) = ids.get(set as usize) {
+                self.routes
+                    .get_or_insert_with(prefix, RouteState::default)
+                    .installed = Some(*id);
+            }
+        }
+        self.routes.retain(|_, state| !state.is_empty());
+        self.installed = self
+            .routes
+            .values()
+            .filter(|s| s.installed.is_some())
+            .count();
+        self.publish();
+        Ok(self.installed)
     }
 
     /// Re-dump the kernel and repair differences. Before convergence only desired routes
     /// are (re)installed: stale routes are left alone. Returns when the next resync is due.
     async fn resync(&mut self) -> tokio::time::Instant {
         let started = tokio::time::Instant::now();
-        let routes = match self.fib.dump().await {
-            Ok(routes) => routes,
-            Err(e) => {
-                warn!(error = %e, "FIB resync dump failed");
-                return started + self.config.resync_interval;
-            }
-        };
-        self.kernel = self.kernel_map(routes);
-        let ops = diff_canonical(&self.desired, &self.kernel, self.converged);
+        if let Err(e) = self.load_kernel().await {
+            warn!(error = %e, "FIB resync dump failed");
+            return started + self.config.resync_interval;
+        }
+        let ops: Vec<FibOp> = self
+            .routes
+            .iter()
+            .filter_map(|(prefix, state)| self.route_op(prefix, *state, self.converged))
+            .collect();
         if !ops.is_empty() {
             info!(count = ops.len(), "FIB resync: repairing kernel routes");
         }
@@ -302,18 +431,27 @@ impl FibTask {
             if failed.contains(&(kind, prefix)) {
                 continue;
             }
+            let Some(state) = self.routes.get_mut(&prefix) else {
+                continue;
+            };
+            let was_installed = state.installed.is_some();
             match kind {
-                // Replace ops are always built from the desired map.
-                FibOpKind::Add | FibOpKind::Replace => {
-                    if let Some(hops) = self.desired.get(&prefix) {
-                        self.kernel.insert(prefix, Arc::clone(hops));
-                    }
-                }
+                // Add and Replace ops are always built from the desired state.
+                FibOpKind::Add | FibOpKind::Replace => state.installed = state.desired,
                 FibOpKind::Delete => {
-                    if self.kernel.remove(&prefix).is_some() {
+                    state.installed = None;
+                    if was_installed {
                         self.stats.removed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            match (was_installed, state.installed.is_some()) {
+                (false, true) => self.installed += 1,
+                (true, false) => self.installed -= 1,
+                _ => {}
+            }
+            if state.is_empty() {
+                self.routes.remove(&prefix);
             }
         }
         self.publish();
@@ -322,6 +460,52 @@ impl FibTask {
     fn publish(&self) {
         self.stats
             .installed
-            .store(self.kernel.len() as u64, Ordering::Relaxed);
+            .store(self.installed as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn hop_sets_intern_once_and_collect_unused_sets() {
+        let mut hops = HopSets::default();
+        let a = hops.intern(&ips(&["10.0.0.1"]));
+        let b = hops.intern(&ips(&["10.0.0.1", "10.0.0.2"]));
+        let empty = hops.intern(&[]);
+        assert_eq!(hops.intern(&ips(&["10.0.0.1"])), a);
+        assert_ne!(a, b);
+        assert_eq!(hops.get(b), &ips(&["10.0.0.1", "10.0.0.2"])[..]);
+        assert_eq!(hops.get(empty), &[] as &[IpAddr]);
+
+        // Only `a` and the empty set are still used: `b` is freed and its slot reused.
+        hops.collect([a, empty].into_iter());
+        assert_eq!(hops.index.len(), 2);
+        assert_eq!(hops.get(a), &ips(&["10.0.0.1"])[..]);
+        let c = hops.intern(&ips(&["10.0.0.3"]));
+        assert_eq!(c, b, "the freed slot is reused");
+        assert_eq!(hops.get(c), &ips(&["10.0.0.3"])[..]);
+        assert_eq!(hops.intern(&[]), empty);
+
+        // Collecting twice never frees a slot twice.
+        hops.collect([c].into_iter());
+        hops.collect([c].into_iter());
+        assert_eq!(hops.free.len(), 2);
+        let d = hops.intern(&ips(&["10.0.0.4"]));
+        let e = hops.intern(&ips(&["10.0.0.5"]));
+        assert_ne!(d, e);
+        assert_ne!(d, c);
+        assert_eq!(hops.get(c), &ips(&["10.0.0.3"])[..]);
+    }
+
+    #[test]
+    fn route_state_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<RouteState>(), 8);
     }
 }
