@@ -5,11 +5,12 @@
 #   rib_s    seconds from feeder start until all N*P prefixes are in the target's RIB
 #   kernel_s seconds from feeder start until all N*P are in the target's kernel table
 #            (routelet: `ip route show proto 200`, BIRD: `proto bird`)
-#   peak RSS of the target (VmHWM) after convergence.
+#   peak RSS of the target (VmHWM) and its RSS at the end (VmRSS), after convergence.
 #
 # Usage (root):  bash bench/bgp_convergence.sh
 #   N=10 P=100000 (default)  |  QUICK=1 -> N=2 P=1000  |  TARGETS="routelet bird" (default)
 #   TIMEOUT=600 (seconds per target)  KEEP=1 keeps the work dir
+#   WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.out" prefixes the routelet command
 # Everything runs in namespaces rl-bench-<pid>-*; all of them and every PID started here are
 # removed on exit (trap EXIT), whatever happens.
 set -euo pipefail
@@ -140,7 +141,7 @@ start_target() {
             echo "originate: []"
             echo "kernel: {install: true, table: 254}"
         } >"$WORK/routelet.yaml"
-        ip netns exec "$TAG-t" "$ROUTELET" speaker --config "$WORK/routelet.yaml" >"$WORK/routelet.log" 2>&1 &
+        ip netns exec "$TAG-t" ${WRAP:-} "$ROUTELET" speaker --config "$WORK/routelet.yaml" >"$WORK/routelet.log" 2>&1 &
         ;;
     bird)
         {
@@ -215,9 +216,10 @@ run_target() {
         sleep 1
     done
     echo
-    local rss
+    local rss rss_now
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
-    RESULTS+=("$(printf '%-9s %8s %10s %10s %12s' "$target" "$TOTAL" "$t_rib" "$t_kernel" "$rss")")
+    rss_now=$(awk '/VmRSS/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
+    RESULTS+=("$(printf '%-9s %8s %10s %10s %12s %12s' "$target" "$TOTAL" "$t_rib" "$t_kernel" "$rss" "$rss_now")")
     cleanup
 }
 
@@ -237,7 +239,7 @@ done
 
 echo
 echo "BGP convergence: $N feeders x $P prefixes (ExaBGP $(exabgp --version 2>/dev/null | sed -n 's/^ExaBGP : //p')), $(nproc) CPUs, $(uname -r)"
-printf '%-9s %8s %10s %10s %12s\n' target prefixes rib_s kernel_s peak_rss_kib
+printf '%-9s %8s %10s %10s %12s %12s\n' target prefixes rib_s kernel_s peak_rss_kib rss_end_kib
 for line in "${RESULTS[@]}"; do echo "$line"; done
 echo
 echo "reproduce: sudo N=$N P=$P TARGETS=\"$TARGETS\" bash bench/bgp_convergence.sh"

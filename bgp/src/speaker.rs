@@ -238,7 +238,7 @@ struct Core {
 }
 
 /// Neighbor events queued towards the core before neighbor tasks wait.
-const NEIGHBOR_EVENT_QUEUE: usize = 4096;
+const NEIGHBOR_EVENT_QUEUE: usize = 256;
 
 /// Events handled before Adj-RIB-Out changes are flushed, so bursts coalesce into fewer UPDATEs.
 const MAX_EVENTS_PER_FLUSH: usize = 512;
@@ -247,7 +247,7 @@ const MAX_EVENTS_PER_FLUSH: usize = 512;
 const RIB_EVENT_QUEUE: usize = 4;
 
 /// Above this many undelivered Loc-RIB changes the core takes no more neighbor events.
-const MAX_PENDING_CHANGES: usize = 100_000;
+const MAX_PENDING_CHANGES: usize = 25_000;
 
 impl Core {
     async fn run(
@@ -269,6 +269,11 @@ impl Core {
                     Some((peer, ev)) => {
                         self.on_neighbor_event(peer, ev);
                         for _ in 0..MAX_EVENTS_PER_FLUSH {
+                            // The cap holds inside a burst too: one UPDATE can carry ~800
+                            // prefixes, a burst of them hundreds of thousands of changes.
+                            if self.pending_changes.len() >= MAX_PENDING_CHANGES {
+                                break;
+                            }
                             match events.try_recv() {
                                 Ok((peer, ev)) => self.on_neighbor_event(peer, ev),
                                 Err(_) => break,
