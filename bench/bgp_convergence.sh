@@ -3,8 +3,11 @@
 # with one target (routelet or BIRD) over a bridge. Measures, per target, in the same run on the
 # same machine with the same feeders:
 #   rib_s    seconds from feeder start until all N*P prefixes are in the target's RIB
+#   first_s  seconds from feeder start until the target has its first route (the feeders'
+#            own start-up, identical for both targets, ends about here)
 #   kernel_s seconds from feeder start until all N*P are in the target's kernel table
-#            (routelet: `ip route show proto 200`, BIRD: `proto bird`)
+#            (polled from /proc/net/fib_triestat; at the end the routes are counted exactly
+#            with `ip route show proto 200` / `proto bird`)
 #   peak RSS of the target (VmHWM) and its RSS at the end (VmRSS), after convergence.
 #
 # Usage (root):  bash bench/bgp_convergence.sh
@@ -180,7 +183,20 @@ rib_count() {
     esac
 }
 
+# Routes in the target's main table, cheaply: the FIB trie statistics (constant-size) minus
+# the routes that were there before the feeders started. `ip route show` of a million routes
+# takes seconds and would compete with the target for CPU at every poll.
+main_table_prefixes() {
+    ip netns exec "$TAG-t" cat /proc/net/fib_triestat |
+        awk '/^Main:/ {m=1} m && /Prefixes:/ {print $2; exit}'
+}
+
 kernel_count() {
+    echo $(($(main_table_prefixes) - KERNEL_BASE))
+}
+
+# Exact count of the target's own routes (checked once at the end).
+kernel_count_proto() {
     local proto=200
     [[ $1 == bird ]] && proto=bird
     ip -n "$TAG-t" -4 route show proto "$proto" | wc -l
@@ -194,7 +210,8 @@ run_target() {
     topology
     gen_feeders
     start_target "$target"
-    local t0 t_rib="" t_kernel="" r k deadline
+    local t0 t_first="" t_rib="" t_kernel="" r k deadline
+    KERNEL_BASE=$(main_table_prefixes)
     t0=$(now)
     start_feeders
     deadline=$(($(date +%s) + TIMEOUT))
@@ -202,6 +219,7 @@ run_target() {
         kill -0 "$TARGET_PID" 2>/dev/null || { tail -20 "$WORK/$target.log"; die "$target died"; }
         r=$(rib_count "$target" 2>/dev/null || echo 0)
         k=$(kernel_count "$target")
+        [[ -z $t_first && (${r:-0} -gt 0 || $k -gt 0) ]] && t_first=$(elapsed "$t0" "$(now)")
         [[ -z $t_rib && ${r:-0} -ge $TOTAL ]] && t_rib=$(elapsed "$t0" "$(now)")
         [[ -z $t_kernel && $k -ge $TOTAL ]] && t_kernel=$(elapsed "$t0" "$(now)")
         [[ -n $t_rib && -n $t_kernel ]] && break
@@ -213,13 +231,19 @@ run_target() {
             break
         fi
         printf '\r  t=%ss rib=%s kernel=%s   ' "$(elapsed "$t0" "$(now)")" "$r" "$k"
-        sleep 1
+        sleep 0.2
     done
+    local own
+    own=$(kernel_count_proto "$target")
+    if [[ $own != "$TOTAL" ]]; then
+        echo "kernel table has $own routes of $target, expected $TOTAL"
+        FAILED=1
+    fi
     echo
     local rss rss_now
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
     rss_now=$(awk '/VmRSS/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
-    RESULTS+=("$(printf '%-9s %8s %10s %10s %12s %12s' "$target" "$TOTAL" "$t_rib" "$t_kernel" "$rss" "$rss_now")")
+    RESULTS+=("$(printf '%-9s %8s %8s %8s %10s %12s %12s' "$target" "$TOTAL" "${t_first:-?}" "$t_rib" "$t_kernel" "$rss" "$rss_now")")
     cleanup
 }
 
@@ -239,7 +263,7 @@ done
 
 echo
 echo "BGP convergence: $N feeders x $P prefixes (ExaBGP $(exabgp --version 2>/dev/null | sed -n 's/^ExaBGP : //p')), $(nproc) CPUs, $(uname -r)"
-printf '%-9s %8s %10s %10s %12s %12s\n' target prefixes rib_s kernel_s peak_rss_kib rss_end_kib
+printf '%-9s %8s %8s %8s %10s %12s %12s\n' target prefixes first_s rib_s kernel_s peak_rss_kib rss_end_kib
 for line in "${RESULTS[@]}"; do echo "$line"; done
 echo
 echo "reproduce: sudo N=$N P=$P TARGETS=\"$TARGETS\" bash bench/bgp_convergence.sh"
