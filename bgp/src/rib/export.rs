@@ -121,7 +121,7 @@ impl Rib {
         self.dests
             .iter()
             .filter_map(|(prefix, dest)| {
-                Some((*prefix, self.export_dest(&mut cache, to, prefix, dest)?))
+                Some((prefix, self.export_dest(&mut cache, to, &prefix, dest)?))
             })
             .collect()
     }

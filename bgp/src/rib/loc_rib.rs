@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use super::best_path::{self, Env, Scratch};
 use super::export::ExportCache;
 use super::intern::AttrInterner;
+use super::path_list::PathList;
 use super::{BestPathReason, LocRibChange, PathSource, PeerInfo};
+use crate::prefix_map::PrefixMap;
 use crate::types::{Asn, Family, NextHop, PathAttributes, Prefix};
 
 /// Peer index of locally originated paths.
@@ -29,7 +31,7 @@ pub(super) struct Path {
 /// ECMP companions (distinct next hops); `n_best == 0` means no accepted path.
 #[derive(Debug)]
 pub(super) struct Destination {
-    pub(super) paths: Vec<Path>,
+    pub(super) paths: PathList,
     pub(super) n_best: u16,
     pub(super) reason: BestPathReason,
 }
@@ -37,7 +39,7 @@ pub(super) struct Destination {
 impl Default for Destination {
     fn default() -> Self {
         Destination {
-            paths: Vec::new(),
+            paths: PathList::Empty,
             n_best: 0,
             reason: BestPathReason::OnlyPath,
         }
@@ -54,11 +56,13 @@ impl Destination {
     }
 
     pub(super) fn next_hops(&self) -> Vec<NextHop> {
-        self.paths
-            .iter()
-            .take(usize::from(self.n_best))
-            .filter_map(|p| p.attrs.next_hop)
-            .collect()
+        // Sized exactly: this Vec travels with every Loc-RIB change (a collect() from a
+        // filter would reserve four slots).
+        let best = self.paths.iter().take(usize::from(self.n_best));
+        let mut hops =
+            Vec::with_capacity(best.clone().filter(|p| p.attrs.next_hop.is_some()).count());
+        hops.extend(best.filter_map(|p| p.attrs.next_hop));
+        hops
     }
 
     /// What consumers see of the best path (allocates only with ECMP companions).
@@ -134,7 +138,7 @@ pub struct Rib {
     pub(super) router_id: Ipv4Addr,
     pub(super) cluster_id: Option<Ipv4Addr>,
     pub(super) max_paths: usize,
-    pub(super) dests: HashMap<Prefix, Destination>,
+    pub(super) dests: PrefixMap<Destination>,
     pub(super) peers: Vec<Option<PeerSlot>>,
     pub(super) peer_index: HashMap<IpAddr, u32>,
     pub(super) free_slots: Vec<u32>,
@@ -158,7 +162,7 @@ impl Rib {
             router_id,
             cluster_id,
             max_paths: max_paths.clamp(1, usize::from(u16::MAX)),
-            dests: HashMap::new(),
+            dests: PrefixMap::new(),
             peers: Vec::new(),
             peer_index: HashMap::new(),
             free_slots: Vec::new(),
@@ -235,11 +239,12 @@ impl Rib {
         self.dests.retain(|prefix, dest| {
             if let Some(pos) = dest.paths.iter().position(|p| p.peer == pid) {
                 let before = dest.key();
-                let path = dest.paths.remove(pos);
-                let was_accepted = path.accepted;
-                interner.release(path.attrs);
-                if was_accepted {
-                    best_path::reselect(dest, *prefix, before, &env, scratch, &mut changes);
+                if let Some(path) = dest.paths.remove(pos) {
+                    let was_accepted = path.accepted;
+                    interner.release(path.attrs);
+                    if was_accepted {
+                        best_path::reselect(dest, prefix, before, &env, scratch, &mut changes);
+                    }
                 }
             }
             !dest.paths.is_empty()
@@ -302,7 +307,7 @@ impl Rib {
         accepted: bool,
         changes: &mut Vec<LocRibChange>,
     ) -> Option<bool> {
-        let dest = self.dests.entry(prefix).or_default();
+        let dest = self.dests.get_or_insert_with(prefix, Destination::default);
         let before = dest.key();
         let previous = match dest.paths.iter_mut().find(|p| p.peer == peer) {
             Some(path) => {
@@ -319,9 +324,6 @@ impl Rib {
                 Some(was)
             }
             None => {
-                // Most prefixes have one or two paths: grow one at a time (a plain push would
-                // reserve four slots, 48 bytes wasted per single-path prefix).
-                dest.paths.reserve_exact(1);
                 dest.paths.push(Path {
                     attrs,
                     peer,
@@ -352,7 +354,7 @@ impl Rib {
         let dest = self.dests.get_mut(&prefix)?;
         let pos = dest.paths.iter().position(|p| p.peer == peer)?;
         let before = dest.key();
-        let path = dest.paths.remove(pos);
+        let path = dest.paths.remove(pos)?;
         let accepted = path.accepted;
         self.interner.release(path.attrs);
         if accepted {
@@ -396,7 +398,7 @@ impl Rib {
     pub fn loc_rib(&self) -> impl Iterator<Item = (Prefix, BestView<'_>)> + '_ {
         self.dests
             .iter()
-            .filter_map(|(prefix, dest)| Some((*prefix, self.view(dest)?)))
+            .filter_map(|(prefix, dest)| Some((prefix, self.view(dest)?)))
     }
 
     /// Number of prefixes with a best path.

@@ -12,6 +12,7 @@ mod best_path;
 mod export;
 mod intern;
 mod loc_rib;
+mod path_list;
 
 #[cfg(test)]
 mod tests;
