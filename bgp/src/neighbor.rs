@@ -527,10 +527,15 @@ struct Connection {
     remote_id: Option<std::net::Ipv4Addr>,
 }
 
+/// Received frames queued between a session's socket reader and its task. Small on purpose:
+/// when the core holds a neighbor back, the rest waits in the kernel's socket buffer (and TCP
+/// flow control slows the peer) instead of in our memory.
+const FRAME_QUEUE: usize = 32;
+
 impl Connection {
     fn start(stream: TcpStream, cfg: SessionConfig) -> Connection {
         let (rd, wr) = stream.into_split();
-        let (ftx, frx) = mpsc::channel(256);
+        let (ftx, frx) = mpsc::channel(FRAME_QUEUE);
         let (wtx, wrx) = mpsc::unbounded_channel();
         Connection {
             session: Session::new(cfg),

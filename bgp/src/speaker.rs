@@ -244,10 +244,10 @@ const NEIGHBOR_EVENT_QUEUE: usize = 256;
 const MAX_EVENTS_PER_FLUSH: usize = 512;
 
 /// Batches of Loc-RIB changes queued towards the consumer.
-const RIB_EVENT_QUEUE: usize = 4;
+const RIB_EVENT_QUEUE: usize = 2;
 
 /// Above this many undelivered Loc-RIB changes the core takes no more neighbor events.
-const MAX_PENDING_CHANGES: usize = 25_000;
+const MAX_PENDING_CHANGES: usize = 10_000;
 
 impl Core {
     async fn run(

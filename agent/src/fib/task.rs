@@ -57,7 +57,7 @@ impl Default for FibTaskConfig {
     fn default() -> Self {
         FibTaskConfig {
             resync_interval: Duration::from_secs(5),
-            max_coalesce: 50_000,
+            max_coalesce: 20_000,
         }
     }
 }
