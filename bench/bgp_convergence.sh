@@ -8,6 +8,7 @@
 #   kernel_s seconds from feeder start until all N*P are in the target's kernel table
 #            (polled from /proc/net/fib_triestat; at the end the routes are counted exactly
 #            with `ip route show proto 200` / `proto bird`)
+#   cpu_s    CPU seconds (user + system) the target used until then
 #   peak RSS of the target (VmHWM) and its RSS at the end (VmRSS), after convergence.
 #
 # Usage (root):  bash bench/bgp_convergence.sh
@@ -172,9 +173,8 @@ start_target() {
 rib_count() {
     case $1 in
     routelet)
-        # Prefer a summary count if status offers one; else count the RIB entries.
         "$ROUTELET" status --socket "$WORK/routelet.sock" --json --summary |
-            python3 -c 'import json,sys; s=json.load(sys.stdin); print(s.get("rib_size", len(s.get("rib", []))))'
+            sed -nE 's/.*"rib_size": *([0-9]+).*/\1/p'
         ;;
     bird)
         birdc -s "$WORK/bird.ctl" show route where source = RTS_BGP count |
@@ -240,10 +240,12 @@ run_target() {
         FAILED=1
     fi
     echo
-    local rss rss_now
+    local rss rss_now cpu
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
+    # utime + stime of the target (fields 14, 15 of /proc/PID/stat; the comm field has no spaces).
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$TARGET_PID/stat" 2>/dev/null || echo "?")
     rss_now=$(awk '/VmRSS/ {print $2}' "/proc/$TARGET_PID/status" 2>/dev/null || echo "?")
-    RESULTS+=("$(printf '%-9s %8s %8s %8s %10s %12s %12s' "$target" "$TOTAL" "${t_first:-?}" "$t_rib" "$t_kernel" "$rss" "$rss_now")")
+    RESULTS+=("$(printf '%-9s %8s %8s %8s %10s %8s %12s %12s' "$target" "$TOTAL" "${t_first:-?}" "$t_rib" "$t_kernel" "$cpu" "$rss" "$rss_now")")
     cleanup
 }
 
@@ -263,7 +265,7 @@ done
 
 echo
 echo "BGP convergence: $N feeders x $P prefixes (ExaBGP $(exabgp --version 2>/dev/null | sed -n 's/^ExaBGP : //p')), $(nproc) CPUs, $(uname -r)"
-printf '%-9s %8s %8s %8s %10s %12s %12s\n' target prefixes first_s rib_s kernel_s peak_rss_kib rss_end_kib
+printf '%-9s %8s %8s %8s %10s %8s %12s %12s\n' target prefixes first_s rib_s kernel_s cpu_s peak_rss_kib rss_end_kib
 for line in "${RESULTS[@]}"; do echo "$line"; done
 echo
 echo "reproduce: sudo N=$N P=$P TARGETS=\"$TARGETS\" bash bench/bgp_convergence.sh"
