@@ -1,6 +1,7 @@
 //! routelet agent library: configuration, the local control socket, metrics, the kernel FIB
 //! writer, and the `speaker` runtime that wires them to the bgp crate.
 
+pub mod allocator;
 pub mod config;
 pub mod control;
 pub mod fib;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use agent::{config, control, speaker_cmd};
+use agent::{allocator, config, control, speaker_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let tuning = allocator::tune();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?tuning, "malloc tuning");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
