@@ -34,34 +34,34 @@ pub enum ConfigError {
     },
 }
 
-fn default_listen_port() -> u16 {
+pub(crate) fn default_listen_port() -> u16 {
     179
 }
-fn default_socket() -> PathBuf {
+pub(crate) fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
-fn default_metrics() -> String {
+pub(crate) fn default_metrics() -> String {
     DEFAULT_METRICS.to_string()
 }
-fn default_max_paths() -> usize {
+pub(crate) fn default_max_paths() -> usize {
     4
 }
-fn default_convergence_timeout() -> u64 {
+pub(crate) fn default_convergence_timeout() -> u64 {
     60
 }
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
-fn default_table() -> u32 {
+pub(crate) fn default_table() -> u32 {
     254
 }
-fn default_hold_time() -> u16 {
+pub(crate) fn default_hold_time() -> u16 {
     90
 }
-fn default_connect_retry() -> u64 {
+pub(crate) fn default_connect_retry() -> u64 {
     5
 }
-fn default_peer_port() -> u16 {
+pub(crate) fn default_peer_port() -> u16 {
     179
 }
 
@@ -134,7 +134,7 @@ pub struct OriginateFile {
     pub prefix: Prefix,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelFile {
     #[serde(default = "default_true")]
@@ -163,7 +163,7 @@ pub struct SpeakerSettings {
 }
 
 /// 1-based line of the `occurrence`-th line containing `needle` (for error messages).
-fn locate(text: &str, needle: &str, occurrence: usize) -> Option<usize> {
+pub(crate) fn locate(text: &str, needle: &str, occurrence: usize) -> Option<usize> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| l.contains(needle))
@@ -240,86 +240,22 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
                 format!("duplicate neighbor {}", n.address),
             ));
         }
-        if n.asn == 0 {
-            return Err(invalid(
-                key("asn"),
-                &addr_text,
-                0,
-                "AS number 0 is reserved".into(),
-            ));
-        }
-        if n.hold_time == 1 || n.hold_time == 2 {
-            return Err(invalid(
-                key("hold_time"),
-                "hold_time:",
-                i,
-                format!(
-                    "{} is not allowed: must be 0 or at least 3 seconds (RFC 4271)",
-                    n.hold_time
+        let neighbor = neighbor_config(n).map_err(|e| {
+            // Point at the line of the offending key (the value's line for the address).
+            let (needle, occurrence) = match e.field {
+                "asn" | "address" => (addr_text.clone(), 0),
+                "local_address" => (
+                    n.local_address.map(|a| a.to_string()).unwrap_or_default(),
+                    0,
                 ),
-            ));
-        }
-        if n.connect_retry == 0 {
-            return Err(invalid(
-                key("connect_retry"),
-                "connect_retry:",
-                0,
-                "must be at least 1 second".into(),
-            ));
-        }
-        if let Some(pw) = &n.password {
-            if pw.is_empty() || pw.len() > bgp::network::MD5_MAX_KEY_LEN {
-                return Err(invalid(
-                    key("password"),
-                    "password:",
-                    0,
-                    format!(
-                        "TCP MD5 keys are 1..={} bytes",
-                        bgp::network::MD5_MAX_KEY_LEN
-                    ),
-                ));
-            }
-        }
-        if let Some(local) = n.local_address {
-            if local.is_ipv4() != n.address.is_ipv4() {
-                return Err(invalid(
-                    key("local_address"),
-                    &local.to_string(),
-                    0,
-                    format!(
-                        "{local} is not of the same family as neighbor {}",
-                        n.address
-                    ),
-                ));
-            }
-        }
-        let families = n
-            .families
-            .clone()
-            .unwrap_or_else(|| vec![Family::of_addr(&n.address)]);
-        if families.is_empty() {
-            return Err(invalid(
-                key("families"),
-                "families:",
-                0,
-                "at least one family is needed".into(),
-            ));
-        }
-        neighbors.push(NeighborConfig {
-            address: n.address,
-            port: n.port,
-            asn: n.asn,
-            passive: n.passive,
-            hold_time: n.hold_time,
-            connect_retry: Duration::from_secs(n.connect_retry),
-            password: n.password.clone(),
-            ttl_security: n.ttl_security,
-            local_address: n.local_address,
-            route_reflector_client: n.route_reflector_client,
-            families,
-            import: n.import,
-            export: n.export,
-        });
+                other => (
+                    format!("{other}:"),
+                    if other == "hold_time" { i } else { 0 },
+                ),
+            };
+            invalid(key(e.field), &needle, occurrence, e.message)
+        })?;
+        neighbors.push(neighbor);
     }
     let mut originate = Vec::new();
     let mut seen_prefixes = HashSet::new();
@@ -366,6 +302,85 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
         metrics,
         originate,
         kernel: file.kernel,
+    })
+}
+
+/// A neighbor field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Key of the field inside the neighbor entry (`asn`, `hold_time`, ...).
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Validates one neighbor entry (from the speaker's `neighbors`, the agent's `peers` or a
+/// `routelet.io/peers` annotation) and converts it into the speaker's form.
+pub fn neighbor_config(n: &NeighborFile) -> Result<NeighborConfig, FieldError> {
+    let fail = |field: &'static str, message: String| Err(FieldError { field, message });
+    if n.asn == 0 {
+        return fail("asn", "AS number 0 is reserved".into());
+    }
+    if n.hold_time == 1 || n.hold_time == 2 {
+        return fail(
+            "hold_time",
+            format!(
+                "{} is not allowed: must be 0 or at least 3 seconds (RFC 4271)",
+                n.hold_time
+            ),
+        );
+    }
+    if n.connect_retry == 0 {
+        return fail("connect_retry", "must be at least 1 second".into());
+    }
+    if let Some(pw) = &n.password {
+        if pw.is_empty() || pw.len() > bgp::network::MD5_MAX_KEY_LEN {
+            return fail(
+                "password",
+                format!(
+                    "TCP MD5 keys are 1..={} bytes",
+                    bgp::network::MD5_MAX_KEY_LEN
+                ),
+            );
+        }
+    }
+    if let Some(local) = n.local_address {
+        if local.is_ipv4() != n.address.is_ipv4() {
+            return fail(
+                "local_address",
+                format!(
+                    "{local} is not of the same family as neighbor {}",
+                    n.address
+                ),
+            );
+        }
+    }
+    if n.address.is_unspecified() || n.address.is_multicast() {
+        return fail(
+            "address",
+            format!("{} is not a usable neighbor address", n.address),
+        );
+    }
+    let families = n
+        .families
+        .clone()
+        .unwrap_or_else(|| vec![Family::of_addr(&n.address)]);
+    if families.is_empty() {
+        return fail("families", "at least one family is needed".into());
+    }
+    Ok(NeighborConfig {
+        address: n.address,
+        port: n.port,
+        asn: n.asn,
+        passive: n.passive,
+        hold_time: n.hold_time,
+        connect_retry: Duration::from_secs(n.connect_retry),
+        password: n.password.clone(),
+        ttl_security: n.ttl_security,
+        local_address: n.local_address,
+        route_reflector_client: n.route_reflector_client,
+        families,
+        import: n.import,
+        export: n.export,
     })
 }
 

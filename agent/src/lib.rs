@@ -1,9 +1,11 @@
 //! routelet agent library: configuration, the local control socket, metrics, the kernel FIB
 //! writer, and the `speaker` runtime that wires them to the bgp crate.
 
+pub mod agent_config;
 pub mod allocator;
 pub mod config;
 pub mod control;
+pub mod desired;
 pub mod fib;
 pub mod metrics;
 pub mod speaker_cmd;
