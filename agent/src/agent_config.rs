@@ -616,4 +616,22 @@ peers:                         # routers every node peers with (the ToR pair, a 
         assert!(parse(":::\n- [").is_err());
         assert!(parse("cluster_cidr: hello\n").is_err());
     }
+
+    /// The agent YAML example in the README loads and matches its comments.
+    #[test]
+    fn readme_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```yaml")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap_or_default())
+            .find(|b| b.contains("cluster_cidr:"))
+            .expect("README has an agent config example");
+        let s = parse(block).expect("README agent example is valid");
+        assert_eq!(s.block_size_v6, 122);
+        assert_eq!(s.mesh_hold_time, 90);
+        assert_eq!(s.mesh_password, None);
+        assert_eq!(s.kernel.table, 254);
+        assert_eq!(s.pools[0].name, "default");
+    }
 }
