@@ -7,5 +7,6 @@ pub mod config;
 pub mod control;
 pub mod desired;
 pub mod fib;
+pub mod k8s;
 pub mod metrics;
 pub mod speaker_cmd;
