@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod desired;
 pub mod fib;
+pub mod ipam;
 pub mod k8s;
 pub mod metrics;
 pub mod speaker_cmd;
