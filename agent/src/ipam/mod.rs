@@ -1,4 +1,6 @@
 //! Address management decided by pure functions: LoadBalancer IPs from the configured pools
-//! (`lb`). The controller applies the result through the Kubernetes API.
+//! (`lb`) and pod address blocks per node (`blocks`). The controller applies the results
+//! through the Kubernetes API.
 
+pub mod blocks;
 pub mod lb;
