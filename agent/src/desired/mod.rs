@@ -5,7 +5,7 @@
 
 pub mod annotations;
 pub mod model;
-mod services;
+pub mod services;
 #[cfg(test)]
 mod tests;
 mod topology;

@@ -9,9 +9,11 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::desired::annotations::{parse_node_annotations, EXCLUDE_FROM_EXTERNAL_LB};
+use crate::desired::services::LOAD_BALANCER_CLASS;
 use crate::desired::{
     NodeInfo, ObjectRef, Problem, ServiceInfo, ServiceKey, ServiceKind, Snapshot,
 };
+use crate::ipam::lb::{LbRequest, IPS_ANNOTATION, POOL_ANNOTATION};
 
 /// EndpointSlice label naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -219,6 +221,101 @@ pub fn service_info(
     }
 }
 
+/// The allocator's view of a LoadBalancer Service routelet serves (`None` for any other).
+/// Unparsable requested addresses are problems; the Service then waits for a valid request
+/// instead of getting an address it did not ask for.
+pub fn lb_request(
+    key: &ServiceKey,
+    svc: &Service,
+    problems: &mut Vec<Problem>,
+) -> Option<LbRequest> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return None;
+    }
+    if spec
+        .load_balancer_class
+        .as_deref()
+        .is_some_and(|c| c != LOAD_BALANCER_CLASS)
+    {
+        return None;
+    }
+    let annotations = svc.metadata.annotations.as_ref();
+    let mut requested = Vec::new();
+    let mut bad = false;
+    let texts = annotations
+        .and_then(|a| a.get(IPS_ANNOTATION))
+        .map(|v| (IPS_ANNOTATION, v.clone()))
+        .or_else(|| {
+            spec.load_balancer_ip
+                .clone()
+                .filter(|v| !v.is_empty())
+                .map(|v| ("spec.loadBalancerIP", v))
+        });
+    if let Some((field, text)) = texts {
+        for t in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match t.parse::<IpAddr>() {
+                Ok(ip)
+                    if requested
+                        .iter()
+                        .any(|r: &IpAddr| r.is_ipv4() == ip.is_ipv4()) =>
+                {
+                    bad = true;
+                    problems.push(Problem {
+                        object: ObjectRef::Service(key.clone()),
+                        reason: "InvalidLoadBalancerIP",
+                        message: format!("{field}: more than one address of the family of {ip}"),
+                    });
+                }
+                Ok(ip) => requested.push(ip),
+                Err(_) => {
+                    bad = true;
+                    problems.push(Problem {
+                        object: ObjectRef::Service(key.clone()),
+                        reason: "InvalidLoadBalancerIP",
+                        message: format!("{field}: `{t}` is not an IP address"),
+                    });
+                }
+            }
+        }
+    }
+    if bad {
+        return None;
+    }
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref().and_then(|t| t.parse().ok()))
+        .collect();
+    let families = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .filter_map(|f| match f.as_str() {
+            "IPv4" => Some(true),
+            "IPv6" => Some(false),
+            _ => None,
+        })
+        .collect();
+    Some(LbRequest {
+        created: svc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        pool: annotations.and_then(|a| a.get(POOL_ANNOTATION)).cloned(),
+        requested,
+        current,
+        families,
+        require_all_families: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +441,77 @@ mod tests {
         assert!(!db.has_ready_endpoints && db.ready_nodes.is_empty());
         assert_eq!(snap.problems.len(), 1, "{:?}", snap.problems);
         assert!(snap.problems[0].message.contains("`nope`"));
+    }
+
+    #[test]
+    fn load_balancer_requests() {
+        let svc = |v: serde_json::Value| -> Service { from_json(v) };
+        let key = ServiceKey::new("shop", "web");
+        let mut problems = Vec::new();
+        let r = lb_request(
+            &key,
+            &svc(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-12-01T10:00:00Z",
+                             "annotations": {"routelet.io/pool": "gold", "routelet.io/load-balancer-ips": "203.0.113.5, 2001:db8::5"}},
+                "spec": {"type": "LoadBalancer", "loadBalancerIP": "203.0.113.9", "ipFamilies": ["IPv4", "IPv6"],
+                         "ipFamilyPolicy": "RequireDualStack"},
+                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}
+            })),
+            &mut problems,
+        )
+        .expect("a LoadBalancer service");
+        assert_eq!(problems, vec![]);
+        assert_eq!(r.pool.as_deref(), Some("gold"));
+        assert_eq!(
+            r.requested.len(),
+            2,
+            "the annotation wins over spec.loadBalancerIP"
+        );
+        assert_eq!(
+            r.current,
+            vec!["203.0.113.5".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(r.families, vec![true, false]);
+        assert!(r.require_all_families);
+        assert!(r.created.starts_with("2026-12-01"));
+
+        let r = lb_request(
+            &key,
+            &svc(serde_json::json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "loadBalancerIP": "203.0.113.9"}})),
+            &mut problems,
+        )
+        .expect("spec.loadBalancerIP");
+        assert_eq!(
+            r.requested,
+            vec!["203.0.113.9".parse::<IpAddr>().expect("ip")]
+        );
+
+        for spec in [
+            serde_json::json!({"type": "ClusterIP"}),
+            serde_json::json!({"type": "LoadBalancer", "loadBalancerClass": "example.com/other"}),
+        ] {
+            assert_eq!(
+                lb_request(
+                    &key,
+                    &svc(serde_json::json!({"metadata": {"name": "web"}, "spec": spec})),
+                    &mut problems
+                ),
+                None
+            );
+        }
+        let bad = lb_request(
+            &key,
+            &svc(
+                serde_json::json!({"metadata": {"name": "web", "annotations": {"routelet.io/load-balancer-ips": "203.0.113.5,lots"}},
+                                    "spec": {"type": "LoadBalancer"}}),
+            ),
+            &mut problems,
+        );
+        assert_eq!(
+            bad, None,
+            "a bad request waits instead of getting some other address"
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("`lots`"), "{:?}", problems);
     }
 }
