@@ -1,4 +1,5 @@
 //! Everything that talks to (or is shaped by) the Kubernetes API: the projection of API
-//! objects into the desired-state `Snapshot` (pure); the watches come next.
+//! objects into the desired-state `Snapshot` (pure) and the watches that keep local caches.
 
 pub mod convert;
+pub mod watch;
