@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod allocator;
 pub mod config;
 pub mod control;
+pub mod controller;
 pub mod desired;
 pub mod fib;
 pub mod ipam;

@@ -1,0 +1,4 @@
+//! The agent's reconcile loop: cluster caches -> desired state -> speaker and FIB, whole
+//! states at a time (`plan` decides what changed).
+
+pub mod plan;
