@@ -87,7 +87,8 @@ mod tests {
             reason: "InvalidAnnotation",
             message: "bad".into(),
         };
-        let cases: Vec<(&str, Box<dyn Fn(&mut DesiredState)>, Plan)> = vec![
+        type Change = Box<dyn Fn(&mut DesiredState)>;
+        let cases: Vec<(&str, Change, Plan)> = vec![
             ("nothing changed", Box::new(|_| {}), Plan::default()),
             (
                 "a neighbor more",
