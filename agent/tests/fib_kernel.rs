@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agent::fib::{
     spawn_fib_task, spawn_fib_task_with, Fib, FibCommand, FibError, FibOp, FibStats, FibTaskConfig,
-    KernelRoute, Prefix, MAIN_TABLE, ROUTELET_PROTOCOL,
+    KernelRoute, Prefix, BLACKHOLE, MAIN_TABLE, ROUTELET_PROTOCOL,
 };
 use support::netns::NetNs;
 
@@ -74,6 +74,9 @@ fn parse_ip_routes(value: &serde_json::Value, v6: bool) -> RouteMap {
         };
         let mut hops: Vec<IpAddr> = match entry.get("nexthops").and_then(|n| n.as_array()) {
             Some(nhs) => nhs.iter().filter_map(gateway).collect(),
+            None if entry.get("type").and_then(|t| t.as_str()) == Some("blackhole") => {
+                vec![BLACKHOLE]
+            }
             None => gateway(entry).into_iter().collect(),
         };
         hops.sort();
@@ -634,6 +637,86 @@ fn fib_task_keeps_stale_routes_until_converged() {
             .expect("task exits")
             .expect("task ok");
         assert_eq!(kernel_routes(&ns), after_removal);
+    });
+}
+
+/// Blackholes for own pod blocks: installed as `blackhole` routes, they shadow a learned route
+/// for the same prefix (which comes back when the blackhole goes), survive a restart of the
+/// task like any route of ours, and are removed when no longer wanted.
+#[test]
+fn fib_task_blackholes_shadow_learned_routes() {
+    let ns = setup();
+    ns.block_on(|| async {
+        let stats = Arc::new(FibStats::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let task = spawn_fib_task(new_fib(), rx, Arc::clone(&stats));
+        tx.send(set("10.244.0.0/26", &["10.0.0.9"]))
+            .await
+            .expect("send");
+        tx.send(FibCommand::SetBlackholes(vec![
+            p("10.244.0.0/26"),
+            p("fd00:10:244::/122"),
+        ]))
+        .await
+        .expect("send");
+        let blackholed = map(&[
+            ("10.244.0.0/26", &["0.0.0.0"]),
+            ("fd00:10:244::/122", &["0.0.0.0"]),
+        ]);
+        wait_for("blackholes installed", Duration::from_secs(5), || {
+            kernel_routes(&ns) == blackholed
+        })
+        .await;
+        let out = ns.ip(&["-4", "route", "show", "proto", "200"]);
+        assert!(out.contains("blackhole 10.244.0.0/26"), "{out}");
+        // A learned route for a blackholed prefix waits behind the blackhole.
+        tx.send(set("10.244.0.0/26", &["10.0.0.7"]))
+            .await
+            .expect("send");
+        tx.send(set("10.9.0.0/16", &["10.0.0.7"]))
+            .await
+            .expect("send");
+        let with_other = map(&[
+            ("10.244.0.0/26", &["0.0.0.0"]),
+            ("fd00:10:244::/122", &["0.0.0.0"]),
+            ("10.9.0.0/16", &["10.0.0.7"]),
+        ]);
+        wait_for("other route installed", Duration::from_secs(5), || {
+            kernel_routes(&ns) == with_other
+        })
+        .await;
+        // The block is released: the shadowed learned route comes back, the v6 one goes.
+        tx.send(FibCommand::SetBlackholes(vec![]))
+            .await
+            .expect("send");
+        let released = map(&[
+            ("10.244.0.0/26", &["10.0.0.7"]),
+            ("10.9.0.0/16", &["10.0.0.7"]),
+        ]);
+        wait_for(
+            "blackholes replaced/removed",
+            Duration::from_secs(5),
+            || kernel_routes(&ns) == released,
+        )
+        .await;
+        assert_eq!(stats.install_errors.load(Ordering::Relaxed), 0);
+        // Blackholes are read back by the dump as such.
+        tx.send(FibCommand::SetBlackholes(vec![p("10.244.1.0/26")]))
+            .await
+            .expect("send");
+        wait_for("new blackhole", Duration::from_secs(5), || {
+            kernel_routes(&ns).get(&p("10.244.1.0/26")) == Some(&vec![BLACKHOLE])
+        })
+        .await;
+        let dumped = new_fib().dump().await.expect("dump");
+        assert!(
+            dumped
+                .iter()
+                .any(|r| r.prefix == p("10.244.1.0/26") && r.next_hops == vec![BLACKHOLE]),
+            "{dumped:?}"
+        );
+        tx.send(FibCommand::Shutdown).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     });
 }
 

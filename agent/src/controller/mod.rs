@@ -1,4 +1,5 @@
 //! The agent's reconcile loop: cluster caches -> desired state -> speaker and FIB, whole
 //! states at a time (`plan` decides what changed).
 
+pub mod events;
 pub mod plan;

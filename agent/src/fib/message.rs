@@ -95,6 +95,10 @@ pub(crate) fn build_replace(
     msg.header.kind = RouteType::Unicast;
     match next_hops.as_slice() {
         [] => return Err(invalid("a route needs at least one next hop")),
+        [super::BLACKHOLE] => msg.header.kind = RouteType::BlackHole,
+        hops if hops.contains(&super::BLACKHOLE) => {
+            return Err(invalid("0.0.0.0 is not a next hop"))
+        }
         [single] => {
             msg.attributes
                 .push(gateway_attribute(&route.prefix, single).map_err(invalid)?);
@@ -199,6 +203,12 @@ pub(crate) fn parse_route(msg: &RouteMessage, params: &RouteParams) -> Option<Ke
         (None, _) => return None,
     };
     let prefix = Prefix::new(dst, len).ok()?.trunc();
+    if header.kind == RouteType::BlackHole {
+        return Some(KernelRoute {
+            prefix,
+            next_hops: vec![super::BLACKHOLE],
+        });
+    }
     let mut next_hops = Vec::new();
     for attr in &msg.attributes {
         if let RouteAttribute::MultiPath(hops) = attr {
@@ -257,6 +267,13 @@ mod tests {
         check_round_trip("2001:db8:1::/48", &["2001:db8::1", "2001:db8::2"]);
         check_round_trip("10.2.0.0/24", &["2001:db8::1"]);
         check_round_trip("0.0.0.0/0", &["10.0.0.1"]);
+        check_round_trip("10.244.0.0/26", &["0.0.0.0"]);
+        check_round_trip("fd00:10:244::/122", &["0.0.0.0"]);
+        let mixed = KernelRoute {
+            prefix: "10.3.0.0/16".parse().unwrap(),
+            next_hops: vec![ip("0.0.0.0"), ip("10.0.0.1")],
+        };
+        assert!(build_replace(&mixed, &PARAMS).is_err());
     }
 
     #[test]

@@ -40,8 +40,13 @@ pub const ROUTELET_PROTOCOL: u8 = 200;
 /// The main routing table (`RT_TABLE_MAIN`).
 pub const MAIN_TABLE: u32 = 254;
 
+/// A next-hop list of exactly `[BLACKHOLE]` is a blackhole route (`ip route add blackhole`):
+/// packets to the prefix are dropped here. 0.0.0.0 can never be a gateway, so the sentinel
+/// cannot be confused with a real next hop.
+pub const BLACKHOLE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// One route of ours in the kernel: more than one next hop is a single multipath (ECMP)
-/// route. A next hop may be of the other family than the prefix for IPv4 prefixes (an IPv6
+/// route; `[BLACKHOLE]` is a blackhole route. A next hop may be of the other family than the prefix for IPv4 prefixes (an IPv6
 /// next hop is installed with RTA_VIA, kernel >= 5.2); IPv6 prefixes need IPv6 next hops.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KernelRoute {

@@ -26,6 +26,9 @@ pub enum FibCommand {
         prefix: Prefix,
         next_hops: Vec<IpAddr>,
     },
+    /// The complete set of local blackhole routes (own pod blocks). A blackhole takes the
+    /// prefix over from any route `Set` for it, which comes back when the blackhole goes.
+    SetBlackholes(Vec<Prefix>),
     /// Initial routing has converged: routes of ours left in the kernel by a previous run
     /// that are still not desired are deleted now, and from then on kernel == desired.
     Converged,
@@ -84,6 +87,7 @@ pub fn spawn_fib_task_with(
         config,
         routes: PrefixMap::new(),
         hops: HopSets::default(),
+        blackholes: HashMap::new(),
         installed: 0,
         converged: false,
     };
@@ -98,6 +102,8 @@ struct FibTask {
     /// dump + our successful operations). Entries with neither are removed.
     routes: PrefixMap<RouteState>,
     hops: HopSets,
+    /// Blackholed prefixes, each with the desired route it shadows (a handful per node).
+    blackholes: HashMap<Prefix, Option<HopId>>,
     /// Routes with `installed` set.
     installed: usize,
     converged: bool,
@@ -287,17 +293,38 @@ impl FibTask {
             match cmd {
                 FibCommand::Set { prefix, next_hops } => {
                     let prefix = prefix.trunc();
-                    if next_hops.is_empty() {
-                        if let Some(state) = self.routes.get_mut(&prefix) {
-                            state.desired = None;
-                        }
+                    let id = (!next_hops.is_empty())
+                        .then(|| self.hops.intern(&canonical_next_hops(&next_hops)));
+                    if let Some(shadowed) = self.blackholes.get_mut(&prefix) {
+                        *shadowed = id;
                     } else {
-                        let id = self.hops.intern(&canonical_next_hops(&next_hops));
-                        self.routes
-                            .get_or_insert_with(prefix, RouteState::default)
-                            .desired = Some(id);
+                        self.set_desired(prefix, id);
+                        drained.touched.insert(prefix);
                     }
-                    drained.touched.insert(prefix);
+                }
+                FibCommand::SetBlackholes(prefixes) => {
+                    let wanted: HashSet<Prefix> = prefixes.iter().map(|p| p.trunc()).collect();
+                    let gone: Vec<Prefix> = self
+                        .blackholes
+                        .keys()
+                        .filter(|p| !wanted.contains(*p))
+                        .copied()
+                        .collect();
+                    for prefix in gone {
+                        let shadowed = self.blackholes.remove(&prefix).flatten();
+                        self.set_desired(prefix, shadowed);
+                        drained.touched.insert(prefix);
+                    }
+                    let blackhole = self.hops.intern(&[super::BLACKHOLE]);
+                    for prefix in wanted {
+                        if self.blackholes.contains_key(&prefix) {
+                            continue;
+                        }
+                        let shadowed = self.routes.get(&prefix).and_then(|s| s.desired);
+                        self.blackholes.insert(prefix, shadowed);
+                        self.set_desired(prefix, Some(blackhole));
+                        drained.touched.insert(prefix);
+                    }
                 }
                 FibCommand::Converged => drained.converge = true,
                 FibCommand::Shutdown => {
@@ -312,6 +339,21 @@ impl FibTask {
             next = rx.try_recv().ok();
         }
         drained
+    }
+
+    fn set_desired(&mut self, prefix: Prefix, id: Option<HopId>) {
+        match id {
+            Some(id) => {
+                self.routes
+                    .get_or_insert_with(prefix, RouteState::default)
+                    .desired = Some(id);
+            }
+            None => {
+                if let Some(state) = self.routes.get_mut(&prefix) {
+                    state.desired = None;
+                }
+            }
+        }
     }
 
     /// Bring the touched prefixes in line with the desired state (explicit removals delete
@@ -346,6 +388,7 @@ impl FibTask {
                 .routes
                 .values()
                 .flat_map(|s| [s.desired, s.installed])
+                .chain(self.blackholes.values().copied())
                 .flatten();
             self.hops.collect(used);
         }
