@@ -140,7 +140,7 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
     out
 }
 
-/// Serve `GET /metrics` on `addr` until the process exits.
+/// Serve `GET /metrics`, `/healthz` and `/readyz` on `addr` until the process exits.
 pub async fn serve(
     addr: SocketAddr,
     speaker: Speaker,
@@ -178,8 +178,26 @@ async fn respond(mut stream: TcpStream, speaker: Speaker, fib: Option<Arc<FibSta
                 ),
                 Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
             }
+        } else if line.starts_with("GET ") && (path == "/healthz" || path == "/readyz") {
+            // healthz: the speaker's core loop answers. readyz: and routing has converged
+            // (every neighbor sent End-of-RIB, or the convergence timeout passed).
+            match speaker.summary().await {
+                Ok(s) if path == "/healthz" || s.converged => {
+                    ("200 OK", "text/plain", "ok\n".to_string())
+                }
+                Ok(_) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not converged\n".to_string(),
+                ),
+                Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
+            }
         } else {
-            ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+            (
+                "404 Not Found",
+                "text/plain",
+                "try /metrics, /healthz or /readyz\n".to_string(),
+            )
         };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -1,6 +1,7 @@
 //! routelet <-> routelet in network namespaces: ECMP multipath into the kernel, a crash
 //! (SIGKILL) and restart that never removes a still-valid kernel route and releases stale ones
-//! after End-of-RIB, a clean stop that withdraws at once (Cease), and the metrics endpoint.
+//! after End-of-RIB, a clean stop that withdraws at once (Cease), and the metrics and health
+//! endpoints.
 
 mod interop;
 
@@ -208,6 +209,19 @@ fn clean_stop_withdraws_at_once_and_metrics_are_served() -> Result<()> {
         ensure(
             metric_value(&metrics, "routelet_kernel_routes_installed") == Some(1.0),
             format!("one learned route installed:\n{metrics}"),
+        )?;
+        ensure(
+            a.http_get("/healthz")?.trim() == "ok",
+            "healthz answers ok while the speaker runs",
+        )?;
+        wait_until(
+            "a reports ready (converged)",
+            Duration::from_secs(10),
+            |_| Ok(a.http_get("/readyz").is_ok_and(|b| b.trim() == "ok")),
+        )?;
+        ensure(
+            a.http_get("/nothing").is_err(),
+            "unknown paths are 404 (python raises)",
         )?;
         a.daemon.signal("TERM")?;
         let took = wait_until(

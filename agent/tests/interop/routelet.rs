@@ -260,6 +260,12 @@ impl Routelet {
 
     /// GET http://METRICS_ADDRESS/metrics from inside the namespace (python3 urllib).
     pub fn metrics(&self) -> Result<String> {
+        self.http_get("/metrics")
+    }
+
+    /// `GET path` on the metrics address from inside the namespace: the body, or an error
+    /// naming the HTTP status.
+    pub fn http_get(&self, path: &str) -> Result<String> {
         let addr = self
             .metrics_address
             .clone()
@@ -270,8 +276,9 @@ impl Routelet {
                 "/usr/bin/python3",
                 "-c",
                 "import sys, urllib.request; \
-                 print(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', timeout=3).read().decode())",
+                 print(urllib.request.urlopen('http://' + sys.argv[1] + sys.argv[2], timeout=3).read().decode())",
                 &addr,
+                path,
             ],
         )
     }
