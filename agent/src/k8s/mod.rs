@@ -3,4 +3,5 @@
 
 pub mod client;
 pub mod convert;
+pub mod rbac;
 pub mod watch;
