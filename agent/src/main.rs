@@ -77,7 +77,7 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 return ExitCode::SUCCESS;
             }
-            match rt.block_on(speaker_cmd::run(settings)) {
+            match rt.block_on(speaker_cmd::run(settings, &config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("routelet: {e}");

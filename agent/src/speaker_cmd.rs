@@ -1,16 +1,17 @@
 //! `routelet speaker`: a standalone BGP daemon from a YAML file (no Kubernetes) — the speaker,
-//! its status socket, metrics, and the FIB writer wired together.
+//! its status socket, metrics, and the FIB writer wired together; SIGHUP reloads the file.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use bgp::rib::{LocRibChange, PathSource};
 use bgp::speaker::{RibEvent, Speaker};
-use bgp::types::{Origin, PathAttributes};
+use bgp::types::{Origin, PathAttributes, Prefix};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::SpeakerSettings;
+use crate::config::{self, SpeakerSettings};
 use crate::fib::{self, Fib, FibCommand, FibStats};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,11 @@ pub enum RunError {
     Control(#[from] crate::control::ControlError),
     #[error("kernel routing table: {0}")]
     Fib(#[from] fib::FibError),
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Translate Loc-RIB changes into FIB commands: learned best paths are installed, locally
@@ -50,10 +56,9 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
         .collect()
 }
 
-pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
-    let (speaker, mut rib_events) = Speaker::start(settings.bgp.clone())?;
-    let originated = settings
-        .originate
+/// The routes `originate` asks for.
+fn originated(prefixes: &[Prefix]) -> Vec<(Prefix, PathAttributes)> {
+    prefixes
         .iter()
         .map(|p| {
             (
@@ -64,8 +69,76 @@ pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
                 },
             )
         })
-        .collect();
-    speaker.set_originated(originated)?;
+        .collect()
+}
+
+/// Settings that a reload cannot change in a running speaker and that differ between the
+/// running and the reloaded file (names as in the YAML file).
+pub fn restart_only_changes(running: &SpeakerSettings, new: &SpeakerSettings) -> Vec<&'static str> {
+    let (a, b) = (&running.bgp, &new.bgp);
+    let checks = [
+        ("router_id", a.router_id != b.router_id),
+        ("asn", a.asn != b.asn),
+        ("listen_port/listen_address", a.listen != b.listen),
+        ("max_paths", a.max_paths != b.max_paths),
+        ("cluster_id", a.cluster_id != b.cluster_id),
+        (
+            "convergence_timeout",
+            a.convergence_timeout != b.convergence_timeout,
+        ),
+        ("socket", running.socket != new.socket),
+        ("metrics_address", running.metrics != new.metrics),
+        (
+            "kernel.install",
+            running.kernel.install != new.kernel.install,
+        ),
+        ("kernel.table", running.kernel.table != new.kernel.table),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// SIGHUP: read and validate `path` again; on success hand the speaker the new neighbors and
+/// originated prefixes (everything else keeps its running value, with a warning if it
+/// changed); on error keep running as before.
+fn reload(path: &Path, running: &mut SpeakerSettings, speaker: &Speaker) {
+    info!(file = %path.display(), "SIGHUP: reloading the configuration");
+    let new = match config::load_speaker(path) {
+        Ok(new) => new,
+        Err(e) => {
+            error!(file = %path.display(), error = %e, "configuration reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    for setting in restart_only_changes(running, &new) {
+        warn!(file = %path.display(), setting, "this setting changed but only takes effect after a restart; keeping the running value");
+    }
+    if let Err(e) = speaker.set_neighbors(new.bgp.neighbors.clone()) {
+        error!(error = %e, "cannot apply the reloaded neighbors");
+        return;
+    }
+    if let Err(e) = speaker.set_originated(originated(&new.originate)) {
+        error!(error = %e, "cannot apply the reloaded originated prefixes");
+        return;
+    }
+    info!(
+        file = %path.display(),
+        neighbors = new.bgp.neighbors.len(),
+        originate = new.originate.len(),
+        "configuration reloaded"
+    );
+    running.bgp.neighbors = new.bgp.neighbors;
+    running.originate = new.originate;
+}
+
+/// Run until SIGTERM/SIGINT; `config_path` is read again on SIGHUP.
+pub async fn run(settings: SpeakerSettings, config_path: &Path) -> Result<(), RunError> {
+    let mut settings = settings;
+    let (speaker, mut rib_events) = Speaker::start(settings.bgp.clone())?;
+    speaker.set_originated(originated(&settings.originate))?;
     crate::control::serve(&settings.socket, speaker.clone())?;
 
     let (fib_tx, fib_stats) = if settings.kernel.install {
@@ -97,6 +170,12 @@ pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
                 source: e,
             })
         })?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
+        |source| RunError::Signal {
+            signal: "SIGHUP",
+            source,
+        },
+    )?;
     loop {
         tokio::select! {
             ev = rib_events.recv() => match ev {
@@ -116,6 +195,7 @@ pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
                 }
                 None => break,
             },
+            _ = hup.recv() => reload(config_path, &mut settings, &speaker),
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break; }
         }
@@ -127,4 +207,39 @@ pub async fn run(settings: SpeakerSettings) -> Result<(), RunError> {
     }
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "router_id: 10.0.0.1\nasn: 65001\nneighbors:\n  - address: 10.0.0.2\n    asn: 65002\n";
+
+    fn parse(text: &str) -> SpeakerSettings {
+        config::parse_speaker(text, Path::new("test.yaml")).expect("valid test config")
+    }
+
+    #[test]
+    fn neighbors_and_originate_change_live_the_rest_needs_a_restart() {
+        let running = parse(BASE);
+        let live = parse(&format!(
+            "{BASE}  - address: 10.0.0.3\n    asn: 65003\noriginate:\n  - prefix: 10.244.0.0/24\n"
+        ));
+        assert!(restart_only_changes(&running, &live).is_empty());
+        let restart = parse(&BASE.replace("10.0.0.1", "10.0.0.9").replace(
+            "asn: 65001",
+            "asn: 65009\nlisten_port: 1179\ncluster_id: 1.1.1.1\nkernel:\n  table: 100",
+        ));
+        assert_eq!(
+            restart_only_changes(&running, &restart),
+            vec![
+                "router_id",
+                "asn",
+                "listen_port/listen_address",
+                "cluster_id",
+                "kernel.table"
+            ]
+        );
+    }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod fsm;
 pub mod neighbor;
+pub mod neighbor_plan;
 pub mod network;
 pub mod packet;
 pub mod prefix_map;

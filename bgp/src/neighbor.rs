@@ -116,6 +116,14 @@ pub enum ToNeighbor {
     Shutdown(Notification),
 }
 
+/// Which neighbor task an event comes from: the address plus the generation the core gave
+/// the task, so events still queued from a stopped task are not taken for its successor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NeighborId {
+    pub address: IpAddr,
+    pub generation: u64,
+}
+
 /// Handle the core keeps per neighbor.
 #[derive(Debug)]
 pub struct NeighborHandle {
@@ -138,12 +146,17 @@ const MAX_CONNECT_RETRY: Duration = Duration::from_secs(120);
 pub fn spawn(
     cfg: NeighborConfig,
     local: LocalIdentity,
-    events: mpsc::Sender<(IpAddr, NeighborEvent)>,
+    generation: u64,
+    events: mpsc::Sender<(NeighborId, NeighborEvent)>,
 ) -> NeighborHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (acc_tx, acc_rx) = mpsc::channel(4);
     let counters = Arc::new(NeighborCounters::default());
     let task = NeighborTask {
+        id: NeighborId {
+            address: cfg.address,
+            generation,
+        },
         retry: ConnectRetry::new(cfg.connect_retry, MAX_CONNECT_RETRY.max(cfg.connect_retry)),
         cfg,
         local,
@@ -175,9 +188,10 @@ enum Waited {
 }
 
 struct NeighborTask {
+    id: NeighborId,
     cfg: NeighborConfig,
     local: LocalIdentity,
-    events: mpsc::Sender<(IpAddr, NeighborEvent)>,
+    events: mpsc::Sender<(NeighborId, NeighborEvent)>,
     commands: mpsc::UnboundedReceiver<ToNeighbor>,
     accepted: mpsc::Receiver<TcpStream>,
     counters: Arc<NeighborCounters>,
@@ -190,7 +204,7 @@ impl NeighborTask {
     /// Report to the core; waits while the core is busy, which (through the bounded frame
     /// channel) stops reading from a peer that floods us faster than we can process.
     async fn emit(&self, ev: NeighborEvent) {
-        let _ = self.events.send((self.cfg.address, ev)).await;
+        let _ = self.events.send((self.id, ev)).await;
     }
 
     /// Hand an UPDATE to the core. While the core is not taking more (its consumer is behind),
@@ -201,7 +215,7 @@ impl NeighborTask {
             tokio::select! {
                 permit = self.events.reserve() => {
                     if let Ok(permit) = permit {
-                        permit.send((self.cfg.address, NeighborEvent::Update(update)));
+                        permit.send((self.id, NeighborEvent::Update(update)));
                     }
                     return;
                 }
@@ -331,6 +345,9 @@ impl NeighborTask {
         let mut conn = Connection::start(stream, self.session_config());
         let mut pending: Option<TcpStream> = None;
         let mut established = false;
+        // The core drops the handle (and the listener its sender) when the neighbor is
+        // removed; a closed channel must not keep winning the biased select below.
+        let mut accepting = true;
         let mut outputs = conn.session.start();
         loop {
             // Handling an output may queue more (a collision stops this session).
@@ -431,7 +448,10 @@ impl NeighborTask {
                 },
                 _ = sleep_until(conn.hold) => Input::TimerExpired(Timer::Hold),
                 _ = sleep_until(conn.keepalive) => Input::TimerExpired(Timer::Keepalive),
-                s = self.accepted.recv() => {
+                s = self.accepted.recv(), if accepting => {
+                    if s.is_none() {
+                        accepting = false;
+                    }
                     if let Some(s) = s {
                         if established {
                             reject(s, notify::CEASE_COLLISION_RESOLUTION);

@@ -5,7 +5,12 @@
 //!  listener task --accepted streams--> neighbor tasks --NeighborEvent--> core loop
 //!  Speaker (API handle) --Command--> core loop --RibEvent (Loc-RIB changes)--> consumer (FIB)
 //!  core loop --ToNeighbor (batched Adj-RIB-Out changes)--> neighbor tasks
+//!  core loop --ListenerCmd (neighbor added/removed: route + MD5 key)--> listener task
 //! ```
+//!
+//! The neighbor table is declarative: `set_neighbors` hands the core the full desired set and
+//! the core applies `neighbor_plan::plan_neighbor_changes` (start, stop with Cease / Peer
+//! De-configured, restart with Cease / Other Configuration Change, or update in place).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -20,8 +25,10 @@ use tracing::{info, warn};
 
 use crate::config::{NeighborConfig, SpeakerConfig};
 use crate::neighbor::{
-    self, EstablishedInfo, LocalIdentity, NeighborEvent, NeighborHandle, PeerState, ToNeighbor,
+    self, EstablishedInfo, LocalIdentity, NeighborEvent, NeighborHandle, NeighborId, PeerState,
+    ToNeighbor,
 };
+use crate::neighbor_plan::{plan_neighbor_changes, SoftChange};
 use crate::network::BgpListener;
 use crate::rib::{AdjRibOut, LocRibChange, PeerInfo, Rib, RouteFilter};
 use crate::status::{NeighborStatus, RouteStatus, SpeakerStatus};
@@ -54,6 +61,7 @@ pub enum SpeakerError {
 
 enum Command {
     SetOriginated(Vec<(Prefix, PathAttributes)>),
+    SetNeighbors(Vec<NeighborConfig>),
     Status {
         include_rib: bool,
         reply: oneshot::Sender<SpeakerStatus>,
@@ -98,14 +106,30 @@ impl Speaker {
         let rejected = Arc::new(AtomicU64::new(0));
         let mut peers = BTreeMap::new();
         let mut accept_routes = HashMap::new();
+        let mut generation = 0;
         for n in &cfg.neighbors {
-            let handle = neighbor::spawn(n.clone(), local, ev_tx.clone());
+            generation += 1;
+            let handle = neighbor::spawn(n.clone(), local, generation, ev_tx.clone());
             accept_routes.insert(n.address, handle.accepted.clone());
-            peers.insert(n.address, Peer::new(n.clone(), handle));
+            peers.insert(n.address, Peer::new(n.clone(), handle, generation));
         }
-        if let Some(l) = listener {
-            tokio::spawn(accept_loop(l, accept_routes, rejected.clone()));
-        }
+        let listener_cmds = listener.map(|l| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let keys = cfg
+                .neighbors
+                .iter()
+                .filter(|n| n.password.is_some())
+                .map(|n| n.address)
+                .collect();
+            let task = AcceptLoop {
+                listener: l,
+                routes: accept_routes,
+                keys,
+                rejected: rejected.clone(),
+            };
+            tokio::spawn(task.run(rx));
+            tx
+        });
         let core = Core {
             rib: Rib::new(cfg.asn, cfg.router_id, cfg.cluster_id, cfg.max_paths.max(1)),
             convergence_deadline: Some(Instant::now() + cfg.convergence_timeout),
@@ -115,6 +139,10 @@ impl Speaker {
             rejected,
             pending_changes: Vec::new(),
             pending_converged: false,
+            local,
+            events_tx: ev_tx,
+            generation,
+            listener: listener_cmds,
         };
         tokio::spawn(core.run(ev_rx, cmd_rx));
         Ok((Speaker { commands: cmd_tx }, rib_rx))
@@ -127,6 +155,19 @@ impl Speaker {
     ) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::SetOriginated(routes))
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Replace the full set of neighbors (declarative). New addresses are started; addresses
+    /// no longer listed are closed with Cease / Peer De-configured and their routes removed;
+    /// a neighbor whose `route_reflector_client`, `import` or `export` changed keeps its
+    /// session (export is re-run, received routes are re-evaluated from the Adj-RIB-In);
+    /// any other change restarts it with Cease / Other Configuration Change. Unchanged
+    /// neighbors are not touched. The speaker's own settings (`router_id`, `asn`, `listen`,
+    /// `cluster_id`, ...) are not changed by this.
+    pub fn set_neighbors(&self, neighbors: Vec<NeighborConfig>) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::SetNeighbors(neighbors))
             .map_err(|_| SpeakerError::Stopped)
     }
 
@@ -160,21 +201,88 @@ impl Speaker {
     }
 }
 
-async fn accept_loop(
+/// What the core tells the listener task about the neighbor table.
+#[derive(Debug)]
+enum ListenerCmd {
+    /// Hand connections from `peer` to this neighbor task (replacing any earlier one) and
+    /// install its TCP MD5 key (or remove an earlier key when it has none).
+    Register {
+        peer: IpAddr,
+        accepted: mpsc::Sender<TcpStream>,
+        password: Option<String>,
+    },
+    /// `peer` is no longer a neighbor: reject its connections, remove its MD5 key.
+    Unregister { peer: IpAddr },
+}
+
+/// The listener task: owns the listening socket, the address -> neighbor task table and the
+/// set of addresses with an MD5 key on the socket.
+struct AcceptLoop {
     listener: BgpListener,
     routes: HashMap<IpAddr, mpsc::Sender<TcpStream>>,
+    keys: HashSet<IpAddr>,
     rejected: Arc<AtomicU64>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+}
+
+impl AcceptLoop {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<ListenerCmd>) {
+        let mut open = true;
+        loop {
+            tokio::select! {
+                cmd = commands.recv(), if open => match cmd {
+                    Some(cmd) => self.apply(cmd),
+                    // The core is gone: keep serving the last table.
+                    None => open = false,
+                },
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.route(stream, peer),
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
             }
-        };
-        match routes.get(&peer) {
+        }
+    }
+
+    fn apply(&mut self, cmd: ListenerCmd) {
+        match cmd {
+            ListenerCmd::Register {
+                peer,
+                accepted,
+                password,
+            } => {
+                self.routes.insert(peer, accepted);
+                match password {
+                    Some(pw) => match self.listener.set_password(peer, &pw) {
+                        Ok(()) => {
+                            self.keys.insert(peer);
+                        }
+                        Err(e) => {
+                            warn!(%peer, error = %e, "cannot set the TCP MD5 key on the listener; incoming connections from this neighbor will fail")
+                        }
+                    },
+                    None => self.remove_key(peer),
+                }
+            }
+            ListenerCmd::Unregister { peer } => {
+                self.routes.remove(&peer);
+                self.remove_key(peer);
+            }
+        }
+    }
+
+    fn remove_key(&mut self, peer: IpAddr) {
+        if self.keys.remove(&peer) {
+            if let Err(e) = self.listener.remove_password(peer) {
+                warn!(%peer, error = %e, "cannot remove the TCP MD5 key from the listener");
+            }
+        }
+    }
+
+    fn route(&self, stream: TcpStream, peer: IpAddr) {
+        let rejected = &self.rejected;
+        match self.routes.get(&peer) {
             Some(tx) => {
                 if tx.try_send(stream).is_err() {
                     warn!(%peer, "neighbor busy; dropping incoming connection");
@@ -204,16 +312,19 @@ struct Established {
 struct Peer {
     cfg: NeighborConfig,
     handle: NeighborHandle,
+    /// Events tagged with another generation come from a stopped predecessor: ignored.
+    generation: u64,
     state: PeerState,
     established: Option<Established>,
     last_down: Option<String>,
 }
 
 impl Peer {
-    fn new(cfg: NeighborConfig, handle: NeighborHandle) -> Peer {
+    fn new(cfg: NeighborConfig, handle: NeighborHandle, generation: u64) -> Peer {
         Peer {
             cfg,
             handle,
+            generation,
             state: PeerState::Idle,
             established: None,
             last_down: None,
@@ -235,6 +346,13 @@ struct Core {
     pending_changes: Vec<LocRibChange>,
     /// Converged is to be announced after `pending_changes`.
     pending_converged: bool,
+    local: LocalIdentity,
+    /// Cloned into every neighbor task started later.
+    events_tx: mpsc::Sender<(NeighborId, NeighborEvent)>,
+    /// Generation of the last neighbor task started.
+    generation: u64,
+    /// `None` when not listening.
+    listener: Option<mpsc::UnboundedSender<ListenerCmd>>,
 }
 
 /// Neighbor events queued towards the core before neighbor tasks wait.
@@ -252,7 +370,7 @@ const MAX_PENDING_CHANGES: usize = 10_000;
 impl Core {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<(IpAddr, NeighborEvent)>,
+        mut events: mpsc::Receiver<(NeighborId, NeighborEvent)>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         loop {
@@ -260,11 +378,15 @@ impl Core {
             let backlog = !self.pending_changes.is_empty() || self.pending_converged;
             let rib_events = self.rib_events.clone();
             tokio::select! {
-                permit = rib_events.reserve(), if backlog => {
-                    if let Ok(permit) = permit {
-                        self.deliver(permit);
+                permit = rib_events.reserve(), if backlog => match permit {
+                    Ok(permit) => self.deliver(permit),
+                    // Nobody consumes Loc-RIB changes any more: drop them instead of
+                    // retrying a closed channel forever.
+                    Err(_) => {
+                        self.pending_changes.clear();
+                        self.pending_converged = false;
                     }
-                }
+                },
                 ev = events.recv(), if self.pending_changes.len() < MAX_PENDING_CHANGES => match ev {
                     Some((peer, ev)) => {
                         self.on_neighbor_event(peer, ev);
@@ -287,6 +409,7 @@ impl Core {
                         let changes = self.rib.set_originated(routes);
                         self.propagate(changes);
                     }
+                    Some(Command::SetNeighbors(neighbors)) => self.set_neighbors(neighbors),
                     Some(Command::Status { include_rib, reply }) => {
                         let _ = reply.send(self.status(include_rib));
                     }
@@ -313,8 +436,13 @@ impl Core {
         }
     }
 
-    fn on_neighbor_event(&mut self, addr: IpAddr, ev: NeighborEvent) {
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    fn on_neighbor_event(&mut self, id: NeighborId, ev: NeighborEvent) {
+        let addr = id.address;
+        let Some(peer) = self
+            .peers
+            .get_mut(&addr)
+            .filter(|p| p.generation == id.generation)
+        else {
             return;
         };
         match ev {
@@ -365,6 +493,125 @@ impl Core {
                     self.propagate(changes);
                 }
             }
+        }
+    }
+
+    /// Apply a new full neighbor set (see `Speaker::set_neighbors`).
+    fn set_neighbors(&mut self, neighbors: Vec<NeighborConfig>) {
+        let plan = plan_neighbor_changes(self.peers.values().map(|p| &p.cfg), neighbors);
+        if plan.is_noop() {
+            return;
+        }
+        for addr in plan.remove {
+            info!(peer = %addr, "neighbor removed from the configuration");
+            self.stop_peer(addr, notify::CEASE_PEER_DECONFIGURED);
+        }
+        for cfg in plan.reset {
+            info!(peer = %cfg.address, "neighbor configuration changed: restarting the session");
+            self.stop_peer(cfg.address, notify::CEASE_OTHER_CONFIG_CHANGE);
+            self.start_peer(cfg);
+        }
+        for cfg in plan.add {
+            info!(peer = %cfg.address, asn = cfg.asn, "neighbor added");
+            self.start_peer(cfg);
+        }
+        let mut reexport_all = false;
+        for change in plan.update {
+            info!(
+                peer = %change.cfg.address,
+                route_reflector_client = change.route_reflector_client,
+                import = change.import,
+                export = change.export,
+                "neighbor policy changed: updating without a session reset"
+            );
+            reexport_all |= self.update_peer(change);
+        }
+        if reexport_all {
+            let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+            for addr in addrs {
+                self.reexport(addr);
+            }
+        }
+        // A removed neighbor may have been the last one without End-of-RIB.
+        self.check_converged();
+    }
+
+    fn start_peer(&mut self, cfg: NeighborConfig) {
+        self.generation += 1;
+        let handle = neighbor::spawn(
+            cfg.clone(),
+            self.local,
+            self.generation,
+            self.events_tx.clone(),
+        );
+        if let Some(l) = &self.listener {
+            let _ = l.send(ListenerCmd::Register {
+                peer: cfg.address,
+                accepted: handle.accepted.clone(),
+                password: cfg.password.clone(),
+            });
+        }
+        self.peers
+            .insert(cfg.address, Peer::new(cfg, handle, self.generation));
+    }
+
+    /// Close the session with Cease/`subcode`, stop the task, withdraw its routes (as for a
+    /// session going down) and make the listener forget it.
+    fn stop_peer(&mut self, addr: IpAddr, subcode: u8) {
+        let Some(peer) = self.peers.remove(&addr) else {
+            return;
+        };
+        let _ = peer
+            .handle
+            .commands
+            .send(ToNeighbor::Shutdown(Notification::new(
+                notify::CEASE,
+                subcode,
+            )));
+        if peer.established.is_some() {
+            let changes = self.rib.peer_down(addr);
+            self.propagate(changes);
+        }
+        if let Some(l) = &self.listener {
+            let _ = l.send(ListenerCmd::Unregister { peer: addr });
+        }
+    }
+
+    /// Take over a changed `route_reflector_client` / `import` / `export` without touching
+    /// the session. Returns whether every peer's export must be re-run (the reflector role
+    /// decides where this peer's routes are reflected to).
+    fn update_peer(&mut self, change: SoftChange) -> bool {
+        let addr = change.cfg.address;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return false;
+        };
+        peer.cfg = change.cfg;
+        let Some(est) = peer.established.as_mut() else {
+            // Taken over at the next Established.
+            return false;
+        };
+        est.info.route_reflector_client = peer.cfg.route_reflector_client;
+        est.info.import = peer.cfg.import;
+        est.info.export = peer.cfg.export;
+        let changes = self.rib.update_peer(est.info.clone());
+        self.propagate(changes);
+        if change.route_reflector_client {
+            return true;
+        }
+        if change.export {
+            self.reexport(addr);
+        }
+        false
+    }
+
+    /// Recompute `addr`'s Adj-RIB-Out from the Loc-RIB; the difference is sent at the flush.
+    fn reexport(&mut self, addr: IpAddr) {
+        if let Some(est) = self
+            .peers
+            .get_mut(&addr)
+            .and_then(|p| p.established.as_mut())
+        {
+            est.adj_out.resync(self.rib.export_all(&est.info));
         }
     }
 
@@ -507,5 +754,84 @@ fn established_peer(cfg: &NeighborConfig, info: EstablishedInfo) -> Established 
         eor_received: HashSet::new(),
         since: Instant::now(),
         hold_time: neg.hold_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::rib::RouteFilter;
+
+    fn passive(addr: &str) -> NeighborConfig {
+        let mut n = NeighborConfig::new(addr.parse().expect("test address"), 65002);
+        // Never connects, and without a listener nothing arrives: no traffic at all.
+        n.passive = true;
+        n
+    }
+
+    fn speaker(neighbors: Vec<NeighborConfig>) -> Speaker {
+        let cfg = SpeakerConfig {
+            router_id: Ipv4Addr::new(10, 255, 0, 1),
+            asn: 65001,
+            listen: None,
+            max_paths: 1,
+            cluster_id: None,
+            convergence_timeout: Duration::from_secs(600),
+            neighbors,
+        };
+        Speaker::start(cfg).expect("speaker without listener").0
+    }
+
+    async fn neighbors(s: &Speaker) -> Vec<(String, u32)> {
+        s.summary()
+            .await
+            .expect("status")
+            .neighbors
+            .into_iter()
+            .map(|n| (n.address.to_string(), n.asn))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn empty_speaker_answers_and_takes_neighbors_later() {
+        let s = speaker(Vec::new());
+        assert!(neighbors(&s).await.is_empty());
+        s.set_neighbors(vec![passive("127.0.0.2")])
+            .expect("running");
+        assert_eq!(neighbors(&s).await, vec![("127.0.0.2".to_string(), 65002)]);
+        s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn set_neighbors_adds_updates_resets_and_removes() {
+        let s = speaker(vec![passive("127.0.0.2"), passive("127.0.0.3")]);
+        let st = s.summary().await.expect("status");
+        assert!(!st.converged);
+        // Idempotent.
+        s.set_neighbors(vec![passive("127.0.0.3"), passive("127.0.0.2")])
+            .expect("running");
+        let mut soft = passive("127.0.0.2");
+        soft.import = RouteFilter::None;
+        soft.route_reflector_client = true;
+        let mut hard = passive("127.0.0.3");
+        hard.asn = 65009;
+        s.set_neighbors(vec![soft, hard, passive("127.0.0.4")])
+            .expect("running");
+        assert_eq!(
+            neighbors(&s).await,
+            vec![
+                ("127.0.0.2".to_string(), 65002),
+                ("127.0.0.3".to_string(), 65009),
+                ("127.0.0.4".to_string(), 65002),
+            ]
+        );
+        // Removing every neighbor that had not sent End-of-RIB completes convergence.
+        s.set_neighbors(Vec::new()).expect("running");
+        let st = s.summary().await.expect("status");
+        assert!(st.neighbors.is_empty());
+        assert!(st.converged);
+        s.shutdown().await;
     }
 }

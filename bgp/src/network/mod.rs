@@ -133,6 +133,11 @@ impl BgpListener {
         sockopt::set_tcp_md5(&self.listener, peer, key.as_bytes(), self.v6)
     }
 
+    /// Remove the TCP MD5 key of a neighbor from the listening socket.
+    pub fn remove_password(&self, peer: IpAddr) -> io::Result<()> {
+        self.set_password(peer, "")
+    }
+
     /// Accept one connection; returns the stream and the peer's canonical address.
     pub async fn accept(&self) -> io::Result<(TcpStream, IpAddr)> {
         let (stream, addr) = self.listener.accept().await?;

@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::best_path::{self, Env};
 use super::loc_rib::{Rib, UpdateOutcome};
-use super::LocRibChange;
+use super::{LocRibChange, PeerInfo, RouteFilter};
 use crate::types::{Family, PathAttributes, Prefix, Update};
 
 /// Which loop check of the import rules rejected a path.
@@ -19,9 +20,16 @@ pub(super) enum Reject {
     ClusterList,
 }
 
-impl Rib {
-    /// Import rules, evaluated once per UPDATE (they do not depend on the prefix).
-    pub(super) fn import_check(&self, attrs: &PathAttributes, ebgp: bool) -> Option<Reject> {
+/// What the loop checks of the import rules compare against.
+#[derive(Debug, Clone, Copy)]
+struct LoopCheck {
+    local_asn: crate::types::Asn,
+    router_id: std::net::Ipv4Addr,
+    cluster_id: std::net::Ipv4Addr,
+}
+
+impl LoopCheck {
+    fn check(&self, attrs: &PathAttributes, ebgp: bool) -> Option<Reject> {
         if ebgp {
             if attrs.as_path.contains(self.local_asn) {
                 return Some(Reject::AsPath);
@@ -30,11 +38,77 @@ impl Rib {
             if attrs.originator_id == Some(self.router_id) {
                 return Some(Reject::OriginatorId);
             }
-            if attrs.cluster_list.contains(&self.cluster_id()) {
+            if attrs.cluster_list.contains(&self.cluster_id) {
                 return Some(Reject::ClusterList);
             }
         }
         None
+    }
+}
+
+impl Rib {
+    fn loop_check(&self) -> LoopCheck {
+        LoopCheck {
+            local_asn: self.local_asn,
+            router_id: self.router_id,
+            cluster_id: self.cluster_id(),
+        }
+    }
+
+    /// Import rules, evaluated once per UPDATE (they do not depend on the prefix).
+    pub(super) fn import_check(&self, attrs: &PathAttributes, ebgp: bool) -> Option<Reject> {
+        self.loop_check().check(attrs, ebgp)
+    }
+
+    /// Replace the stored `PeerInfo` of an established peer (changed import/export filter or
+    /// route-reflector-client role; the session itself is unchanged). When the import filter
+    /// changed, the import rules are re-run over every path already received from the peer:
+    /// the Adj-RIB-In keeps rejected paths, so no ROUTE-REFRESH is needed. Returns the
+    /// Loc-RIB changes; nothing for a peer that is not up.
+    pub fn update_peer(&mut self, info: PeerInfo) -> Vec<LocRibChange> {
+        let mut changes = Vec::new();
+        let Some(&pid) = self.peer_index.get(&info.address) else {
+            return changes;
+        };
+        let rules = self.loop_check();
+        let Some(Some(slot)) = self.peers.get_mut(pid as usize) else {
+            return changes;
+        };
+        let import_changed = slot.info.import != info.import;
+        let import_all = info.import == RouteFilter::All;
+        let ebgp = slot.ebgp;
+        slot.info = info;
+        if !import_changed {
+            return changes;
+        }
+        let env = Env {
+            peers: &self.peers,
+            router_id: self.router_id,
+            max_paths: self.max_paths,
+        };
+        let scratch = &mut self.scratch;
+        let mut accepted = 0usize;
+        for (prefix, dest) in self.dests.iter_mut() {
+            let Some(pos) = dest.paths.iter().position(|p| p.peer == pid) else {
+                continue;
+            };
+            let before = dest.key();
+            let Some(path) = dest.paths.get_mut(pos) else {
+                continue;
+            };
+            let now = import_all && rules.check(&path.attrs, ebgp).is_none();
+            if now {
+                accepted += 1;
+            }
+            if now != path.accepted {
+                path.accepted = now;
+                best_path::reselect(dest, prefix, before, &env, scratch, &mut changes);
+            }
+        }
+        if let Some(Some(slot)) = self.peers.get_mut(pid as usize) {
+            slot.accepted = accepted;
+        }
+        changes
     }
 
     /// Apply one UPDATE received from the established peer `from`.

@@ -52,6 +52,26 @@ impl AdjRibOut {
         }
     }
 
+    /// Make the full desired table `desired` pending (export re-run after a policy or role
+    /// change): only the difference to what was sent is queued, and prefixes advertised but
+    /// no longer desired are withdrawn.
+    pub fn resync(&mut self, desired: Vec<(Prefix, Arc<PathAttributes>)>) {
+        let desired: HashMap<Prefix, Arc<PathAttributes>> = desired.into_iter().collect();
+        self.pending.clear();
+        let gone: Vec<Prefix> = self
+            .advertised
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
+        for prefix in gone {
+            self.pending.insert(prefix, None);
+        }
+        for (prefix, attrs) in desired {
+            self.set(prefix, Some(attrs));
+        }
+    }
+
     /// Whether `drain` would return anything.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -135,5 +155,46 @@ fn batch_order(b: &OutBatch) -> (Family, Option<Prefix>) {
         | OutBatch::Announce {
             family, prefixes, ..
         } => (*family, prefixes.first().copied()),
+    }
+}
+
+#[cfg(test)]
+mod resync_tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().expect("test prefix")
+    }
+
+    #[test]
+    fn resync_queues_only_the_difference() {
+        let a = Arc::new(PathAttributes::default());
+        let mut out = AdjRibOut::new();
+        out.set(p("10.0.0.0/24"), Some(a.clone()));
+        out.set(p("10.0.1.0/24"), Some(a.clone()));
+        out.drain();
+        out.resync(vec![
+            (p("10.0.0.0/24"), a.clone()),
+            (p("10.0.2.0/24"), a.clone()),
+        ]);
+        assert_eq!(
+            out.drain(),
+            vec![
+                OutBatch::Withdraw {
+                    family: Family::Ipv4Unicast,
+                    prefixes: vec![p("10.0.1.0/24")],
+                },
+                OutBatch::Announce {
+                    family: Family::Ipv4Unicast,
+                    attrs: a.clone(),
+                    prefixes: vec![p("10.0.2.0/24")],
+                },
+            ]
+        );
+        out.resync(vec![(p("10.0.0.0/24"), a.clone()), (p("10.0.2.0/24"), a)]);
+        assert!(!out.has_pending());
+        out.resync(Vec::new());
+        assert_eq!(out.drain().len(), 1);
+        assert_eq!(out.advertised(), 0);
     }
 }

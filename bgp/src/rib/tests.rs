@@ -1076,3 +1076,65 @@ fn import_and_export_filters_none() {
     assert!(r.export_all(&mute).is_empty());
     assert_eq!(r.export_all(&deaf).len(), 1);
 }
+
+#[test]
+fn import_filter_change_reevaluates_received_paths() {
+    let mut r = Rib::new(LOCAL_ASN, RID, None, 1);
+    let mut p = peer("10.0.1.2", 65001, "10.255.1.2");
+    p.import = RouteFilter::None;
+    r.peer_up(p.clone());
+    r.apply_update(
+        p.address,
+        &announce(attrs(&[65001]), "10.0.1.2", &["198.51.100.0/24"]),
+    );
+    // A looped path stays rejected whatever the filter says.
+    r.apply_update(
+        p.address,
+        &announce(attrs(&[65001, LOCAL_ASN]), "10.0.1.2", &["203.0.113.0/24"]),
+    );
+    assert_eq!((r.received(p.address), r.accepted(p.address)), (2, 0));
+
+    p.import = RouteFilter::All;
+    let changes = r.update_peer(p.clone());
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], LocRibChange::Best { prefix, .. } if *prefix == pfx("198.51.100.0/24"))
+    );
+    assert_eq!((r.received(p.address), r.accepted(p.address)), (2, 1));
+    assert!(r.best(&pfx("203.0.113.0/24")).is_none());
+
+    // Same filter again: nothing to do.
+    assert!(r.update_peer(p.clone()).is_empty());
+
+    p.import = RouteFilter::None;
+    let changes = r.update_peer(p.clone());
+    assert_eq!(
+        changes,
+        vec![LocRibChange::Gone {
+            prefix: pfx("198.51.100.0/24")
+        }]
+    );
+    assert_eq!((r.received(p.address), r.accepted(p.address)), (2, 0));
+    assert_eq!(r.peer(p.address).map(|i| i.import), Some(RouteFilter::None));
+}
+
+#[test]
+fn reflector_client_change_is_taken_over_by_export() {
+    let mut r = Rib::new(LOCAL_ASN, RID, None, 1);
+    let mut a = peer("10.0.0.2", LOCAL_ASN, "10.255.0.2");
+    let b = peer("10.0.0.3", LOCAL_ASN, "10.255.0.3");
+    r.peer_up(a.clone());
+    r.peer_up(b.clone());
+    r.apply_update(
+        a.address,
+        &announce(attrs(&[]), "10.0.0.2", &["198.51.100.0/24"]),
+    );
+    // iBGP to iBGP, neither a client: not reflected.
+    assert!(r.export_for(&b, &pfx("198.51.100.0/24")).is_none());
+    a.route_reflector_client = true;
+    assert!(r.update_peer(a.clone()).is_empty());
+    let out = r
+        .export_for(&b, &pfx("198.51.100.0/24"))
+        .expect("reflected from a client");
+    assert_eq!(out.originator_id, Some(v4("10.255.0.2")));
+}
