@@ -1,11 +1,12 @@
-//! The `routelet` binary: subcommands `speaker` (standalone BGP daemon) and `status`.
+//! The `routelet` binary: subcommands `speaker` (standalone BGP daemon), `agent` (the
+//! Kubernetes node agent) and `status`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use agent::{allocator, config, control, speaker_cmd};
+use agent::{agent_config, allocator, config, control, controller, k8s, speaker_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,26 @@ enum Command {
     Speaker {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only validate the config file and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the node agent: routes from the Kubernetes API (one per node, a DaemonSet).
+    Agent {
+        /// Agent configuration (YAML; a ConfigMap in a cluster).
+        #[arg(
+            long,
+            short,
+            env = "ROUTELET_CONFIG",
+            default_value = "/etc/routelet/agent.yaml"
+        )]
+        config: PathBuf,
+        /// kubeconfig file; default: in-cluster service account, else KUBECONFIG / ~/.kube/config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// This node's name (the downward API's spec.nodeName in a pod).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
         /// Only validate the config file and exit.
         #[arg(long)]
         check: bool,
@@ -78,6 +99,43 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             match rt.block_on(speaker_cmd::run(settings, &config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("routelet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Agent {
+            config,
+            kubeconfig,
+            node_name,
+            check,
+        } => {
+            let settings = match agent_config::load_agent(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("routelet: config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if check {
+                println!("{}: ok", config.display());
+                return ExitCode::SUCCESS;
+            }
+            if node_name.is_empty() {
+                eprintln!("routelet: --node-name (or NODE_NAME) is empty");
+                return ExitCode::from(2);
+            }
+            let result = rt.block_on(async {
+                let client = k8s::client::client(kubeconfig.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                controller::run::run(settings, node_name, client)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("routelet: {e}");

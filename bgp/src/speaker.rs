@@ -62,6 +62,7 @@ pub enum SpeakerError {
 enum Command {
     SetOriginated(Vec<(Prefix, PathAttributes)>),
     SetNeighbors(Vec<NeighborConfig>),
+    SetClusterId(Option<std::net::Ipv4Addr>),
     Status {
         include_rib: bool,
         reply: oneshot::Sender<SpeakerStatus>,
@@ -164,10 +165,22 @@ impl Speaker {
     /// session (export is re-run, received routes are re-evaluated from the Adj-RIB-In);
     /// any other change restarts it with Cease / Other Configuration Change. Unchanged
     /// neighbors are not touched. The speaker's own settings (`router_id`, `asn`, `listen`,
-    /// `cluster_id`, ...) are not changed by this.
+    /// ...) are not changed by this; `cluster_id` has `set_cluster_id`.
     pub fn set_neighbors(&self, neighbors: Vec<NeighborConfig>) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::SetNeighbors(neighbors))
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Change the route-reflector cluster id (`None` = the router id) without touching any
+    /// session: a node becoming a reflector keeps its sessions (and its routes). Paths already
+    /// received are re-checked against the new id and every peer's export is re-run.
+    pub fn set_cluster_id(
+        &self,
+        cluster_id: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::SetClusterId(cluster_id))
             .map_err(|_| SpeakerError::Stopped)
     }
 
@@ -410,6 +423,14 @@ impl Core {
                         self.propagate(changes);
                     }
                     Some(Command::SetNeighbors(neighbors)) => self.set_neighbors(neighbors),
+                    Some(Command::SetClusterId(id)) => {
+                        let changes = self.rib.set_cluster_id(id);
+                        self.propagate(changes);
+                        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+                        for addr in addrs {
+                            self.reexport(addr);
+                        }
+                    }
                     Some(Command::Status { include_rib, reply }) => {
                         let _ = reply.send(self.status(include_rib));
                     }

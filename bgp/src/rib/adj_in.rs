@@ -75,12 +75,37 @@ impl Rib {
             return changes;
         };
         let import_changed = slot.info.import != info.import;
-        let import_all = info.import == RouteFilter::All;
-        let ebgp = slot.ebgp;
         slot.info = info;
-        if !import_changed {
+        if import_changed {
+            self.reimport(pid, rules, &mut changes);
+        }
+        changes
+    }
+
+    /// Set the route-reflector cluster id (`None` = the router id) while running: the loop
+    /// check against CLUSTER_LIST changes, so every peer's received paths are re-evaluated.
+    /// Returns the Loc-RIB changes; the caller re-runs export (reflected routes carry the id).
+    pub fn set_cluster_id(&mut self, cluster_id: Option<std::net::Ipv4Addr>) -> Vec<LocRibChange> {
+        let mut changes = Vec::new();
+        if self.cluster_id == cluster_id {
             return changes;
         }
+        self.cluster_id = cluster_id;
+        let rules = self.loop_check();
+        let pids: Vec<u32> = self.peer_index.values().copied().collect();
+        for pid in pids {
+            self.reimport(pid, rules, &mut changes);
+        }
+        changes
+    }
+
+    /// Re-run the import rules over every path received from peer `pid`.
+    fn reimport(&mut self, pid: u32, rules: LoopCheck, changes: &mut Vec<LocRibChange>) {
+        let Some(Some(slot)) = self.peers.get(pid as usize) else {
+            return;
+        };
+        let import_all = slot.info.import == RouteFilter::All;
+        let ebgp = slot.ebgp;
         let env = Env {
             peers: &self.peers,
             router_id: self.router_id,
@@ -102,13 +127,12 @@ impl Rib {
             }
             if now != path.accepted {
                 path.accepted = now;
-                best_path::reselect(dest, prefix, before, &env, scratch, &mut changes);
+                best_path::reselect(dest, prefix, before, &env, scratch, changes);
             }
         }
         if let Some(Some(slot)) = self.peers.get_mut(pid as usize) {
             slot.accepted = accepted;
         }
-        changes
     }
 
     /// Apply one UPDATE received from the established peer `from`.

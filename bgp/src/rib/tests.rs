@@ -549,6 +549,35 @@ fn cluster_loop_uses_router_id_without_cluster_id() {
     assert_eq!(out.rejected, 1);
 }
 
+/// Becoming a reflector of cluster X while running: a path that already carries X in its
+/// CLUSTER_LIST is now a loop and leaves the Loc-RIB; dropping the id brings it back.
+#[test]
+fn set_cluster_id_reevaluates_received_paths() {
+    let mut r = rib();
+    let i = peer("10.0.0.2", LOCAL_ASN, "10.255.0.2");
+    r.peer_up(i.clone());
+    let x = std::net::Ipv4Addr::new(244, 0, 0, 1);
+    let a = with(attrs(&[]), |a| a.cluster_list = vec![x]);
+    let out = r.apply_update(i.address, &announce(a, "10.9.9.9", &["198.51.100.0/24"]));
+    assert_eq!(out.accepted, 1);
+    assert_eq!(r.cluster_id(), RID);
+    let changes = r.set_cluster_id(Some(x));
+    assert_eq!(r.cluster_id(), x);
+    assert_eq!(
+        changes,
+        vec![LocRibChange::Gone {
+            prefix: pfx("198.51.100.0/24")
+        }]
+    );
+    assert!(
+        r.set_cluster_id(Some(x)).is_empty(),
+        "same id: nothing to do"
+    );
+    let changes = r.set_cluster_id(None);
+    assert_eq!(changes.len(), 1);
+    assert!(r.best(&pfx("198.51.100.0/24")).is_some());
+}
+
 #[test]
 fn treat_as_withdraw_removes_reach_prefixes() {
     let mut r = rib();
