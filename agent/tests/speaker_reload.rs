@@ -230,3 +230,89 @@ fn sighup_adds_removes_and_updates_neighbors_live() -> Result<()> {
         a.daemon.check_running()
     })
 }
+
+/// Adds `lines` (each already indented for a neighbor entry) to the entry of neighbor `addr`
+/// in a rendered config (the harness's generator has no import/export keys).
+fn with_neighbor_keys(text: &str, addr: &str, lines: &str) -> String {
+    let entry = format!("  - address: \"{addr}\"\n");
+    text.replace(&entry, &format!("{entry}{lines}"))
+}
+
+#[test]
+fn empty_start_md5_neighbor_added_live_and_policy_changes_without_reset() -> Result<()> {
+    Lab::run("reloadpol", |lab| {
+        let t = triangle(lab)?;
+        // A starts without any neighbor.
+        let a = Routelet::start(lab, &t.a, "a", &node_a(Vec::new()))?;
+        let mut b_cfg = leaf(B, 65002, A_B, B_PFX);
+        b_cfg.neighbors[0].password = Some("s3cret".into());
+        let b = Routelet::start(lab, &t.b, "b", &b_cfg)?;
+        let c = Routelet::start(lab, &t.c, "c", &leaf(C, 65003, A_C, C_PFX))?;
+
+        // B is passive on A's side: its session can only come in through A's listener, which
+        // needs B's TCP MD5 key installed at the reload.
+        let mut nb = RlNeighbor::new(B, 65002);
+        nb.password = Some("s3cret".into());
+        nb.passive = true;
+        let nc = RlNeighbor::new(C, 65003);
+        let base = render(&a, &node_a(vec![nb, nc]));
+        reload(lab, &a, &base)?;
+        wait_until(
+            "A-B (MD5, incoming) and A-C established, both routes in A's kernel",
+            Duration::from_secs(20),
+            |seen| {
+                Ok(a.established(B, seen)?
+                    && a.established(C, seen)?
+                    && t.a.has_kernel_route(B_PFX, RT_PROTO, seen)?
+                    && t.a.has_kernel_route(C_PFX, RT_PROTO, seen)?)
+            },
+        )?;
+        wait_until(
+            "B has A's and C's routes",
+            Duration::from_secs(10),
+            |seen| {
+                Ok(t.b.has_kernel_route(A_PFX, RT_PROTO, seen)?
+                    && t.b.has_kernel_route(C_PFX, RT_PROTO, seen)?)
+            },
+        )?;
+
+        // Import from C off: C's route leaves A (and B), the session stays.
+        let no_import = with_neighbor_keys(&base, C, "    import: none\n");
+        reload(lab, &a, &no_import)?;
+        wait_until(
+            "C's route gone from A's and B's kernels",
+            Duration::from_secs(10),
+            |seen| {
+                Ok(!t.a.has_kernel_route(C_PFX, RT_PROTO, seen)?
+                    && !t.b.has_kernel_route(C_PFX, RT_PROTO, seen)?)
+            },
+        )?;
+        // Export to B off as well: B loses A's route.
+        let no_export = with_neighbor_keys(&no_import, B, "    export: none\n");
+        reload(lab, &a, &no_export)?;
+        wait_until(
+            "A's route gone from B's kernel",
+            Duration::from_secs(10),
+            |seen| Ok(!t.b.has_kernel_route(A_PFX, RT_PROTO, seen)?),
+        )?;
+        // Both back on: C's route returns from A's Adj-RIB-In (no route refresh, no reset).
+        reload(lab, &a, &base)?;
+        wait_until(
+            "C's route back in A's kernel, A's and C's routes back in B's",
+            Duration::from_secs(10),
+            |seen| {
+                Ok(t.a.has_kernel_route(C_PFX, RT_PROTO, seen)?
+                    && t.b.has_kernel_route(A_PFX, RT_PROTO, seen)?
+                    && t.b.has_kernel_route(C_PFX, RT_PROTO, seen)?)
+            },
+        )?;
+        let mut seen = String::new();
+        ensure(
+            never_reset(&a, B, &mut seen)?
+                && never_reset(&a, C, &mut seen)?
+                && never_reset(&b, A_B, &mut seen)?
+                && never_reset(&c, A_C, &mut seen)?,
+            format!("a policy change reset a session:\n{seen}"),
+        )
+    })
+}
