@@ -81,7 +81,6 @@ pub fn restart_only_changes(running: &SpeakerSettings, new: &SpeakerSettings) ->
         ("asn", a.asn != b.asn),
         ("listen_port/listen_address", a.listen != b.listen),
         ("max_paths", a.max_paths != b.max_paths),
-        ("cluster_id", a.cluster_id != b.cluster_id),
         (
             "convergence_timeout",
             a.convergence_timeout != b.convergence_timeout,
@@ -101,8 +100,8 @@ pub fn restart_only_changes(running: &SpeakerSettings, new: &SpeakerSettings) ->
         .collect()
 }
 
-/// SIGHUP: read and validate `path` again; on success hand the speaker the new neighbors and
-/// originated prefixes (everything else keeps its running value, with a warning if it
+/// SIGHUP: read and validate `path` again; on success hand the speaker the new neighbors,
+/// originated prefixes and cluster id (everything else keeps its running value, with a warning if it
 /// changed); on error keep running as before.
 fn reload(path: &Path, running: &mut SpeakerSettings, speaker: &Speaker) {
     info!(file = %path.display(), "SIGHUP: reloading the configuration");
@@ -123,6 +122,13 @@ fn reload(path: &Path, running: &mut SpeakerSettings, speaker: &Speaker) {
     if let Err(e) = speaker.set_originated(originated(&new.originate)) {
         error!(error = %e, "cannot apply the reloaded originated prefixes");
         return;
+    }
+    if new.bgp.cluster_id != running.bgp.cluster_id {
+        if let Err(e) = speaker.set_cluster_id(new.bgp.cluster_id) {
+            error!(error = %e, "cannot apply the reloaded cluster_id");
+            return;
+        }
+        running.bgp.cluster_id = new.bgp.cluster_id;
     }
     info!(
         file = %path.display(),
@@ -237,7 +243,6 @@ mod tests {
                 "router_id",
                 "asn",
                 "listen_port/listen_address",
-                "cluster_id",
                 "kernel.table"
             ]
         );
