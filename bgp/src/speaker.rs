@@ -63,6 +63,10 @@ enum Command {
     SetOriginated(Vec<(Prefix, PathAttributes)>),
     SetNeighbors(Vec<NeighborConfig>),
     SetClusterId(Option<std::net::Ipv4Addr>),
+    SolePaths {
+        peers: Vec<IpAddr>,
+        reply: oneshot::Sender<Vec<(IpAddr, bool, usize)>>,
+    },
     Status {
         include_rib: bool,
         reply: oneshot::Sender<SpeakerStatus>,
@@ -182,6 +186,20 @@ impl Speaker {
         self.commands
             .send(Command::SetClusterId(cluster_id))
             .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// For each of `peers`: whether its session is established and for how many prefixes it
+    /// holds the only accepted path. A neighbor about to be removed (a topology switch) is
+    /// safe to remove once that count is 0: every route it brought has another path.
+    pub async fn sole_paths(
+        &self,
+        peers: Vec<IpAddr>,
+    ) -> Result<Vec<(IpAddr, bool, usize)>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SolePaths { peers, reply: tx })
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// Full status: neighbors, counters and the Loc-RIB.
@@ -423,6 +441,19 @@ impl Core {
                         self.propagate(changes);
                     }
                     Some(Command::SetNeighbors(neighbors)) => self.set_neighbors(neighbors),
+                    Some(Command::SolePaths { peers, reply }) => {
+                        let answer = peers
+                            .into_iter()
+                            .map(|addr| {
+                                let up = self
+                                    .peers
+                                    .get(&addr)
+                                    .is_some_and(|p| p.established.is_some());
+                                (addr, up, self.rib.sole_paths(addr))
+                            })
+                            .collect();
+                        let _ = reply.send(answer);
+                    }
                     Some(Command::SetClusterId(id)) => {
                         let changes = self.rib.set_cluster_id(id);
                         self.propagate(changes);

@@ -5,15 +5,16 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bgp::config::SpeakerConfig;
+use bgp::config::{NeighborConfig, SpeakerConfig};
 use bgp::speaker::{RibEvent, Speaker};
 use bgp::types::{Origin, PathAttributes, Prefix};
 use kube::Client;
 use tokio::sync::{mpsc, Notify};
 use tracing::{error, info, warn};
 
+use super::drain::Drain;
 use super::events::EventSink;
 use super::plan::plan;
 use crate::agent_config::AgentSettings;
@@ -69,112 +70,174 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         (None, None)
     };
 
-    let mut running: Option<Running> = None;
-    let mut applied: Option<DesiredState> = None;
-    let mut last_error: Option<DesiredError> = None;
+    let mut agent = Reconciler {
+        settings,
+        node,
+        cache,
+        events,
+        fib_tx,
+        fib_stats,
+        running: None,
+        applied: None,
+        last_error: None,
+        drain: Drain::default(),
+    };
+    let mut drain_tick = tokio::time::interval(DRAIN_POLL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        let snapshot = cache.snapshot();
-        match desired_state(&settings, &snapshot, &node) {
-            Ok(next) => {
-                last_error = None;
-                if let Err(e) = apply(
-                    &settings,
-                    &node,
-                    &snapshot,
-                    &cache,
-                    &events,
-                    applied.as_ref(),
-                    &next,
-                    &mut running,
-                    fib_tx.as_ref(),
-                    fib_stats.clone(),
-                )
-                .await
-                {
-                    break Err(e);
-                }
-                applied = Some(next);
-            }
-            Err(e) => {
-                if last_error.as_ref() != Some(&e) {
-                    warn!(error = %e, "no desired state for this node; keeping the current one");
-                    if matches!(e, DesiredError::NoAddress(_)) {
-                        events.report(
-                            Problem {
-                                object: ObjectRef::Node(node.clone()),
-                                reason: "NoInternalIP",
-                                message: e.to_string(),
-                            },
-                            uid_of(&cache, &ObjectRef::Node(node.clone())),
-                        );
-                    }
-                    last_error = Some(e);
-                }
-            }
+        if let Err(e) = agent.reconcile().await {
+            break Err(e);
         }
         tokio::select! {
             _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = drain_tick.tick(), if !agent.drain.is_empty() => {
+                if let Err(e) = agent.settle_drains().await {
+                    break Err(e);
+                }
+            }
             _ = term.recv() => { info!("SIGTERM: shutting down"); break Ok(()); }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break Ok(()); }
         }
     };
-    if let Some(r) = &running {
+    if let Some(r) = &agent.running {
         r.speaker.shutdown().await;
     }
-    if let Some(tx) = &fib_tx {
+    if let Some(tx) = &agent.fib_tx {
         // Kernel routes stay in place: forwarding continues while routelet restarts.
         let _ = tx.send(FibCommand::Shutdown).await;
     }
-    let _ = std::fs::remove_file(&settings.socket);
+    let _ = std::fs::remove_file(&agent.settings.socket);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn apply(
-    settings: &AgentSettings,
-    node: &str,
-    snapshot: &Snapshot,
-    cache: &ClusterCache,
-    events: &EventSink,
-    prev: Option<&DesiredState>,
-    next: &DesiredState,
-    running: &mut Option<Running>,
-    fib_tx: Option<&mpsc::Sender<FibCommand>>,
+/// How often draining sessions are checked.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// The agent's state between reconciles; one owner (the run loop).
+struct Reconciler {
+    settings: AgentSettings,
+    node: String,
+    cache: ClusterCache,
+    events: EventSink,
+    fib_tx: Option<mpsc::Sender<FibCommand>>,
     fib_stats: Option<Arc<FibStats>>,
-) -> Result<(), AgentError> {
-    let p = plan(prev, next);
-    for problem in &p.new_problems {
-        warn!(object = %problem.object, reason = problem.reason, "{}", problem.message);
-        if reports(node, snapshot, problem) {
-            events.report(problem.clone(), uid_of(cache, &problem.object));
+    running: Option<Running>,
+    /// The desired state last applied.
+    applied: Option<DesiredState>,
+    last_error: Option<DesiredError>,
+    drain: Drain,
+}
+
+impl Reconciler {
+    async fn reconcile(&mut self) -> Result<(), AgentError> {
+        let snapshot = self.cache.snapshot();
+        match desired_state(&self.settings, &snapshot, &self.node) {
+            Ok(next) => {
+                self.last_error = None;
+                self.apply(&snapshot, next).await
+            }
+            Err(e) => {
+                if self.last_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "no desired state for this node; keeping the current one");
+                    if matches!(e, DesiredError::NoAddress(_)) {
+                        let object = ObjectRef::Node(self.node.clone());
+                        let uid = uid_of(&self.cache, &object);
+                        self.events.report(
+                            Problem {
+                                object,
+                                reason: "NoInternalIP",
+                                message: e.to_string(),
+                            },
+                            uid,
+                        );
+                    }
+                    self.last_error = Some(e);
+                }
+                Ok(())
+            }
         }
     }
-    if p.restart_speaker {
-        if let (Some(prev), Some(_)) = (prev, running.as_ref()) {
-            return Err(AgentError::IdentityChanged(format!(
-                "router id {} -> {}, AS {} -> {}",
-                prev.router_id, next.router_id, prev.asn, next.asn
-            )));
+
+    async fn apply(&mut self, snapshot: &Snapshot, next: DesiredState) -> Result<(), AgentError> {
+        let p = plan(self.applied.as_ref(), &next);
+        for problem in &p.new_problems {
+            warn!(object = %problem.object, reason = problem.reason, "{}", problem.message);
+            if reports(&self.node, snapshot, problem) {
+                self.events
+                    .report(problem.clone(), uid_of(&self.cache, &problem.object));
+            }
         }
+        if p.restart_speaker {
+            if let (Some(prev), Some(_)) = (self.applied.as_ref(), self.running.as_ref()) {
+                return Err(AgentError::IdentityChanged(format!(
+                    "router id {} -> {}, AS {} -> {}",
+                    prev.router_id, next.router_id, prev.asn, next.asn
+                )));
+            }
+            self.start_speaker(&next).await?;
+        }
+        if let Some(r) = self.running.as_ref() {
+            if p.set_cluster_id && !p.restart_speaker {
+                r.speaker.set_cluster_id(next.cluster_id)?;
+            }
+            if p.set_neighbors && !p.restart_speaker {
+                let node_addresses: BTreeSet<IpAddr> = snapshot
+                    .nodes
+                    .values()
+                    .flat_map(|n| n.addresses.iter().copied())
+                    .collect();
+                let prev: &[NeighborConfig] = self.applied.as_ref().map_or(&[], |a| &a.neighbors);
+                self.drain
+                    .on_change(prev, &next.neighbors, &node_addresses, Instant::now());
+                info!(
+                    role = ?next.role,
+                    neighbors = next.neighbors.len(),
+                    draining = ?self.drain.addresses(),
+                    "neighbor set changed"
+                );
+                r.speaker
+                    .set_neighbors(self.drain.neighbors(&next.neighbors))?;
+            }
+            if p.set_originated {
+                r.speaker.set_originated(originated(&next.originate))?;
+            }
+        }
+        if p.set_blackholes {
+            if let Some(tx) = &self.fib_tx {
+                let _ = tx
+                    .send(FibCommand::SetBlackholes(
+                        next.blackholes.iter().copied().collect(),
+                    ))
+                    .await;
+            }
+        }
+        self.applied = Some(next);
+        Ok(())
+    }
+
+    async fn start_speaker(&mut self, next: &DesiredState) -> Result<(), AgentError> {
         let cfg = SpeakerConfig {
             router_id: next.router_id,
             asn: next.asn,
-            listen: settings
+            listen: self
+                .settings
                 .listen_port
                 .map(|port| SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)),
-            max_paths: settings.max_paths,
+            max_paths: self.settings.max_paths,
             cluster_id: next.cluster_id,
-            convergence_timeout: settings.convergence_timeout,
+            convergence_timeout: self.settings.convergence_timeout,
             neighbors: next.neighbors.clone(),
         };
         let (speaker, rib_events) = Speaker::start(cfg)?;
-        crate::control::serve(&settings.socket, speaker.clone())?;
-        if let Some(addr) = settings.metrics {
-            if let Err(e) = crate::metrics::serve(addr, speaker.clone(), fib_stats).await {
+        crate::control::serve(&self.settings.socket, speaker.clone())?;
+        if let Some(addr) = self.settings.metrics {
+            if let Err(e) =
+                crate::metrics::serve(addr, speaker.clone(), self.fib_stats.clone()).await
+            {
                 error!(%addr, error = %e, "cannot serve metrics");
             }
         }
-        tokio::spawn(forward_rib_events(rib_events, fib_tx.cloned()));
+        tokio::spawn(forward_rib_events(rib_events, self.fib_tx.clone()));
         info!(
             router_id = %next.router_id,
             asn = next.asn,
@@ -182,31 +245,24 @@ async fn apply(
             neighbors = next.neighbors.len(),
             "routelet agent running"
         );
-        *running = Some(Running { speaker });
+        self.running = Some(Running { speaker });
+        Ok(())
     }
-    let Some(r) = running.as_ref() else {
-        return Ok(());
-    };
-    if p.set_cluster_id && !p.restart_speaker {
-        r.speaker.set_cluster_id(next.cluster_id)?;
-    }
-    if p.set_neighbors && !p.restart_speaker {
-        info!(role = ?next.role, neighbors = next.neighbors.len(), "neighbor set changed");
-        r.speaker.set_neighbors(next.neighbors.clone())?;
-    }
-    if p.set_originated {
-        r.speaker.set_originated(originated(&next.originate))?;
-    }
-    if p.set_blackholes {
-        if let Some(tx) = fib_tx {
-            let _ = tx
-                .send(FibCommand::SetBlackholes(
-                    next.blackholes.iter().copied().collect(),
-                ))
-                .await;
+
+    /// Releases draining sessions whose routes all have another path now.
+    async fn settle_drains(&mut self) -> Result<(), AgentError> {
+        let (Some(r), Some(applied)) = (self.running.as_ref(), self.applied.as_ref()) else {
+            return Ok(());
+        };
+        let report = r.speaker.sole_paths(self.drain.addresses()).await?;
+        let released = self.drain.settle(&report, Instant::now());
+        if !released.is_empty() {
+            info!(released = ?released, "drained sessions removed");
+            r.speaker
+                .set_neighbors(self.drain.neighbors(&applied.neighbors))?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn originated(prefixes: &BTreeSet<Prefix>) -> Vec<(Prefix, PathAttributes)> {

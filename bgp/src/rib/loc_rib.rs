@@ -411,6 +411,21 @@ impl Rib {
         self.slot(peer).map_or(0, |s| s.received)
     }
 
+    /// Prefixes for which `peer` holds the only accepted path: what would vanish from the
+    /// Loc-RIB if the peer went away now (a drained neighbor is safe to remove at 0).
+    pub fn sole_paths(&self, peer: IpAddr) -> usize {
+        let Some(&pid) = self.peer_index.get(&peer) else {
+            return 0;
+        };
+        self.dests
+            .values()
+            .filter(|d| {
+                let mut accepted = d.paths.iter().filter(|p| p.accepted);
+                matches!((accepted.next(), accepted.next()), (Some(p), None) if p.peer == pid)
+            })
+            .count()
+    }
+
     /// Prefixes from `peer` accepted by the import rules.
     pub fn accepted(&self, peer: IpAddr) -> usize {
         self.slot(peer).map_or(0, |s| s.accepted)

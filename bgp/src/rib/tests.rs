@@ -579,6 +579,39 @@ fn set_cluster_id_reevaluates_received_paths() {
 }
 
 #[test]
+fn sole_paths_counts_prefixes_without_an_alternative() {
+    let mut r = rib();
+    let a = peer("10.0.0.2", LOCAL_ASN, "10.255.0.2");
+    let b = peer("10.0.0.3", LOCAL_ASN, "10.255.0.3");
+    r.peer_up(a.clone());
+    r.peer_up(b.clone());
+    r.apply_update(
+        a.address,
+        &announce(
+            attrs(&[]),
+            "10.0.0.9",
+            &["198.51.100.0/24", "203.0.113.0/24"],
+        ),
+    );
+    assert_eq!(r.sole_paths(a.address), 2);
+    assert_eq!(r.sole_paths(b.address), 0);
+    // b (a reflector, say) now also has one of them: a is the sole source of one prefix.
+    r.apply_update(
+        b.address,
+        &announce(attrs(&[]), "10.0.0.9", &["198.51.100.0/24"]),
+    );
+    assert_eq!(r.sole_paths(a.address), 1);
+    // A rejected path is no alternative.
+    let looped = with(attrs(&[]), |x| x.cluster_list = vec![RID]);
+    r.apply_update(
+        b.address,
+        &announce(looped, "10.0.0.9", &["203.0.113.0/24"]),
+    );
+    assert_eq!(r.sole_paths(a.address), 1);
+    assert_eq!(r.sole_paths("10.0.0.99".parse().expect("ip")), 0);
+}
+
+#[test]
 fn treat_as_withdraw_removes_reach_prefixes() {
     let mut r = rib();
     let e = peer("10.0.1.2", 65001, "10.255.1.2");
