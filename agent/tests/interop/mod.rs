@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod bird;
+pub mod cluster;
 pub mod daemon;
 pub mod exabgp;
 pub mod frr;

@@ -193,6 +193,22 @@ impl Routelet {
         Ok(r)
     }
 
+    /// Wraps an already started routelet process (e.g. `routelet agent`) whose status socket is
+    /// `socket`, so that the status helpers below work for it.
+    pub fn from_daemon(
+        daemon: Daemon,
+        socket: PathBuf,
+        ns: &Netns,
+        metrics_address: Option<String>,
+    ) -> Routelet {
+        Routelet {
+            daemon,
+            socket,
+            ns: ns.name().to_string(),
+            metrics_address,
+        }
+    }
+
     /// `routelet status --socket PATH --json`, parsed.
     pub fn status(&self) -> Result<Value> {
         let out = run(Command::new(BIN)
