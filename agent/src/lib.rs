@@ -8,5 +8,6 @@ pub mod control;
 pub mod desired;
 pub mod fib;
 pub mod k8s;
+pub mod lab;
 pub mod metrics;
 pub mod speaker_cmd;

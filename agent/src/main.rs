@@ -1,11 +1,11 @@
-//! The `routelet` binary: subcommands `speaker` (standalone BGP daemon) and `status`.
+//! The `routelet` binary: subcommands `speaker` (standalone BGP daemon), `status` and `lab`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use agent::{allocator, config, control, speaker_cmd};
+use agent::{allocator, config, control, lab, speaker_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,21 @@ enum Command {
         /// Leave out the route table (cheap with large tables; `rib_size` still counts it).
         #[arg(long)]
         summary: bool,
+    },
+    /// Pieces of a cluster on one machine, for tests.
+    #[command(subcommand)]
+    Lab(Lab),
+}
+
+#[derive(Subcommand)]
+enum Lab {
+    /// Kubernetes API stand-in (plain HTTP, no auth) for the resources routelet uses.
+    Apiserver {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Keep the objects in this file (loaded at start, rewritten after each change).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -109,5 +124,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Lab(Lab::Apiserver { listen, data }) => {
+            let mut opts = lab::apiserver::Options::new(listen);
+            opts.data = data;
+            match rt.block_on(lab::apiserver::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("routelet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
