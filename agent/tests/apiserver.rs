@@ -730,3 +730,80 @@ async fn raw_http_status_bodies() {
     assert_eq!(code, 200);
     server.shutdown().await;
 }
+
+fn kubectl(addr: SocketAddr, args: &[&str]) -> Option<(bool, String)> {
+    let out = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .arg(format!("--server=http://{addr}"))
+        .args(args)
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), text))
+}
+
+#[tokio::test]
+async fn kubectl_get_annotate_patch() {
+    let (server, client) = start(Options::new(loopback())).await;
+    let addr = server.local_addr();
+    if tokio::task::spawn_blocking(move || kubectl(addr, &["version", "--client"]))
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        println!("kubectl not installed: skipping the kubectl test");
+        server.shutdown().await;
+        return;
+    }
+    let nodes: Api<Node> = Api::all(client);
+    nodes
+        .create(&PostParams::default(), &node("k1", json!({})))
+        .await
+        .expect("k1");
+    let run = |args: &'static [&'static str]| async move {
+        tokio::task::spawn_blocking(move || kubectl(addr, args))
+            .await
+            .ok()
+            .flatten()
+            .expect("kubectl runs")
+    };
+    let (ok, out) = run(&["get", "nodes"]).await;
+    println!("kubectl get nodes:\n{out}");
+    assert!(ok && out.contains("k1"), "kubectl get nodes: {out}");
+    let (ok, out) = run(&["annotate", "node", "k1", "routelet.io/asn=65001"]).await;
+    assert!(ok, "kubectl annotate: {out}");
+    let (ok, out) = run(&[
+        "patch",
+        "node",
+        "k1",
+        "-p",
+        r#"{"metadata":{"labels":{"zone":"a"}}}"#,
+    ])
+    .await;
+    assert!(ok, "kubectl patch: {out}");
+    let (ok, out) = run(&[
+        "patch",
+        "node",
+        "k1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/rack","value":"r1"}]"#,
+    ])
+    .await;
+    assert!(ok, "kubectl patch --type=json: {out}");
+    let (ok, out) = run(&["get", "node", "k1", "-o", "json"]).await;
+    assert!(ok, "kubectl get -o json: {out}");
+    let v: Value = serde_json::from_str(&out).expect("json output");
+    assert_eq!(v["metadata"]["annotations"]["routelet.io/asn"], "65001");
+    assert_eq!(v["metadata"]["labels"]["zone"], "a");
+    assert_eq!(v["metadata"]["labels"]["rack"], "r1");
+    let (ok, out) = run(&["get", "svc", "-A"]).await;
+    println!("kubectl get svc -A:\n{out}");
+    assert!(ok, "kubectl get svc -A: {out}");
+    server.shutdown().await;
+}
