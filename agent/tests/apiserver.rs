@@ -80,8 +80,8 @@ async fn node_crud_conflicts_and_patches() {
         .expect("create");
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
-    assert_eq!(created.metadata.generation, Some(1));
-    // Nodes keep .status on create (the kubelet registers that way).
+    assert_eq!(created.metadata.generation, None); // Nodes do not track generation
+                                                   // Nodes keep .status on create (the kubelet registers that way).
     assert_eq!(
         created
             .status
@@ -805,5 +805,132 @@ async fn kubectl_get_annotate_patch() {
     let (ok, out) = run(&["get", "svc", "-A"]).await;
     println!("kubectl get svc -A:\n{out}");
     assert!(ok, "kubectl get svc -A: {out}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bookmarks_timeouts_finalizers_and_namespaces() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut opts = Options::new(loopback());
+    opts.bookmark_interval = Duration::from_millis(100);
+    let (server, client) = start(opts).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // Bookmarks carry the current resourceVersion; timeoutSeconds ends the stream.
+    let list = cms.list(&ListParams::default()).await.expect("list");
+    let from = list.metadata.resource_version.clone().expect("list rv");
+    let started = std::time::Instant::now();
+    let events: Vec<_> = cms
+        .watch(&WatchParams::default().timeout(1), &from)
+        .await
+        .expect("watch")
+        .try_collect()
+        .await
+        .expect("stream");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, WatchEvent::Bookmark(b) if b.metadata.resource_version == from)));
+
+    // Finalizers: DELETE marks the object; removing the last finalizer removes it.
+    let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "held", "finalizers": ["routelet.io/test"]}}))
+    .expect("cm");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let marked = cms
+        .delete("held", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let marked = marked
+        .left()
+        .expect("the object while finalizers are pending");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    let e = cms
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["routelet.io/test", "other"]}})),
+        )
+        .await
+        .expect_err("no new finalizers while deleting");
+    assert_eq!(api_code(&e).map(|c| c.0), Some(422));
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("remove finalizer");
+    assert_eq!(
+        api_code(&cms.get("held").await.expect_err("gone")).map(|c| c.0),
+        Some(404)
+    );
+
+    // deletecollection with a label selector.
+    for (name, team) in [("c1", "a"), ("c2", "a"), ("c3", "b")] {
+        let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"team": team}}}))
+        .expect("cm");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("team=a"),
+    )
+    .await
+    .expect("deletecollection");
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(left, ["c3"]);
+
+    // Deleting a namespace deletes what is in it.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-x"}}),
+    )
+    .expect("ns");
+    let ns = nss.create(&PostParams::default(), &ns).await.expect("ns");
+    assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "team-x");
+    let es: EndpointSlice = serde_json::from_value(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}]})).expect("slice");
+    let es = slices
+        .create(&PostParams::default(), &es)
+        .await
+        .expect("slice");
+    assert_eq!(es.metadata.generation, Some(1));
+    let es = slices
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"endpoints": [{"addresses": ["10.244.1.6"]}]})),
+        )
+        .await
+        .expect("patch slice");
+    assert_eq!(es.metadata.generation, Some(2));
+    nss.delete("team-x", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    assert_eq!(
+        api_code(&slices.get("web-1").await.expect_err("gone")).map(|c| c.0),
+        Some(404)
+    );
+    let e = nss
+        .delete("kube-system", &DeleteParams::default())
+        .await
+        .expect_err("system namespace");
+    assert_eq!(api_code(&e), Some((403, "Forbidden".into())));
     server.shutdown().await;
 }

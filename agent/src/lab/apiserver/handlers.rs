@@ -138,6 +138,11 @@ async fn handle(req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, ApiE
             "dryRun is not supported by this server (routelet lab apiserver)",
         ));
     }
+    if query.get("fieldValidation").is_some_and(|v| v == "Strict") {
+        return Err(ApiError::bad_request(
+            "fieldValidation=Strict is not supported by this server (routelet lab apiserver); unknown fields are dropped as with Ignore",
+        ));
+    }
     match route {
         Route::Collection { res, ns } => collection(req, ctx, res, ns, &query).await,
         Route::Object {

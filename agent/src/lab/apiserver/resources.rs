@@ -22,6 +22,9 @@ pub struct ResourceType {
     pub status: bool,
     /// `.status` is reset on create (Services, Pods, Namespaces), as kube-apiserver does.
     pub clear_status_on_create: Option<fn() -> Value>,
+    /// Sets `metadata.generation` (1 on create, +1 on spec changes); kube-apiserver's
+    /// strategies do this only for some types, so only those get it here.
+    pub generation: bool,
     normalize: fn(Value) -> Result<Value, String>,
 }
 
@@ -50,6 +53,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ns"],
         status: true,
         clear_status_on_create: Some(namespace_status),
+        generation: false,
         normalize: roundtrip::<core::v1::Namespace>,
     },
     ResourceType {
@@ -61,6 +65,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["no"],
         status: true,
         clear_status_on_create: None,
+        generation: false,
         normalize: roundtrip::<core::v1::Node>,
     },
     ResourceType {
@@ -72,6 +77,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["svc"],
         status: true,
         clear_status_on_create: Some(empty_status),
+        generation: false,
         normalize: roundtrip::<core::v1::Service>,
     },
     ResourceType {
@@ -83,6 +89,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["cm"],
         status: false,
         clear_status_on_create: None,
+        generation: false,
         normalize: roundtrip::<core::v1::ConfigMap>,
     },
     ResourceType {
@@ -94,6 +101,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ev"],
         status: false,
         clear_status_on_create: None,
+        generation: false,
         normalize: roundtrip::<core::v1::Event>,
     },
     ResourceType {
@@ -105,6 +113,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["po"],
         status: true,
         clear_status_on_create: Some(pod_status),
+        generation: false,
         normalize: roundtrip::<core::v1::Pod>,
     },
     ResourceType {
@@ -116,6 +125,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         status: false,
         clear_status_on_create: None,
+        generation: true,
         normalize: roundtrip::<discovery::v1::EndpointSlice>,
     },
     ResourceType {
@@ -127,6 +137,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         status: false,
         clear_status_on_create: None,
+        generation: false,
         normalize: roundtrip::<coordination::v1::Lease>,
     },
     ResourceType {
@@ -138,6 +149,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ev"],
         status: false,
         clear_status_on_create: None,
+        generation: false,
         normalize: roundtrip::<events::v1::Event>,
     },
 ];

@@ -329,7 +329,11 @@ impl Store {
             }
             m.insert("uid".into(), json!(meta::new_uid()));
             m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
-            m.insert("generation".into(), json!(1));
+            if rt.generation {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
         }
         super::defaults::apply(rt, &mut obj, self)?;
         let rv = self.next_rv();
@@ -479,7 +483,7 @@ impl Store {
         if new == old {
             return Ok(old); // no-op: no new resourceVersion, no watch event
         }
-        if spec_part(&new) != spec_part(&old) {
+        if rt.generation && spec_part(&new) != spec_part(&old) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
