@@ -51,6 +51,7 @@ enum Command {
 enum Lab {
     /// Kubernetes API stand-in (plain HTTP, no auth) for the resources routelet uses.
     Apiserver {
+        /// Address and port to serve plain HTTP on, e.g. 127.0.0.1:6443.
         #[arg(long)]
         listen: std::net::SocketAddr,
         /// Keep the objects in this file (loaded at start, rewritten after each change).

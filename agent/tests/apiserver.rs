@@ -901,6 +901,12 @@ async fn bookmarks_timeouts_finalizers_and_namespaces() {
     )
     .expect("ns");
     let ns = nss.create(&PostParams::default(), &ns).await.expect("ns");
+    assert_eq!(
+        ns.labels()
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("team-x")
+    );
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "team-x");
     let es: EndpointSlice = serde_json::from_value(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",

@@ -21,8 +21,26 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Defaults for a new object (only Services have any).
+/// Namespaces always carry `kubernetes.io/metadata.name: <name>` (set by kube-apiserver).
+fn namespace_label(rt: &ResourceType, obj: &mut Value) {
+    if rt.plural != "namespaces" || !rt.group.is_empty() {
+        return;
+    }
+    let name = s(obj, "/metadata/name").to_string();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let labels = meta.entry("labels").or_insert(json!({}));
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
+/// Defaults for a new object (Services; the Namespace name label).
 pub fn apply(rt: &ResourceType, obj: &mut Value, store: &Store) -> Result<(), ApiError> {
+    namespace_label(rt, obj);
     if rt.plural != "services" || !rt.group.is_empty() {
         return Ok(());
     }
@@ -224,6 +242,7 @@ fn allocate_node_ports(obj: &mut Value, store: &Store) {
 
 /// Keep allocated values on update (and refuse changes to them), as kube-apiserver does.
 pub fn apply_update(rt: &ResourceType, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    namespace_label(rt, new);
     if rt.plural != "services" || !rt.group.is_empty() {
         return Ok(());
     }

@@ -316,3 +316,74 @@ impl Engine {
             .retain(|w| !w.tx.is_closed() && w.tx.try_send(WatchMsg::Bookmark(rv)).is_ok());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::apiserver::selector::LabelSelector;
+
+    fn change(kind: EventType, old: Option<&str>, new: &str) -> Change {
+        let obj = |role: &str| json!({"metadata": {"name": "n", "labels": {"role": role}}});
+        Change {
+            rv: 9,
+            res: 1,
+            kind,
+            object: obj(new),
+            old: old.map(obj),
+        }
+    }
+
+    #[test]
+    fn selection_transitions_become_added_and_deleted() {
+        let opts = ListOpts {
+            labels: LabelSelector::parse("role=edge").expect("selector"),
+            ..Default::default()
+        };
+        let ty =
+            |c: Change| event_for(&opts, &c).map(|e| e["type"].as_str().unwrap_or("").to_string());
+        assert_eq!(
+            ty(change(EventType::Added, None, "edge")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(ty(change(EventType::Added, None, "core")), None);
+        assert_eq!(
+            ty(change(EventType::Modified, Some("core"), "edge")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(
+            ty(change(EventType::Modified, Some("edge"), "core")).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            ty(change(EventType::Modified, Some("edge"), "edge")).as_deref(),
+            Some("MODIFIED")
+        );
+        assert_eq!(ty(change(EventType::Modified, Some("core"), "core")), None);
+        assert_eq!(
+            ty(change(EventType::Deleted, Some("edge"), "edge")).as_deref(),
+            Some("DELETED")
+        );
+    }
+
+    #[test]
+    fn persisted_store_roundtrips_and_expires_old_versions() {
+        let mut s = Store::new(100);
+        s.ensure_system_namespaces();
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"}});
+        s.create(1, "", node).expect("create");
+        let rv = s.resource_version();
+        assert!(s.changes_since(1, 1).expect("in history").len() == 1);
+        let loaded = Store::from_persisted(&s.to_persisted(), 100).expect("loads");
+        assert_eq!(loaded.resource_version(), rv);
+        assert!(loaded.get(1, "", "a").is_ok());
+        assert_eq!(
+            loaded.changes_since(1, rv - 1).err().map(|e| e.code),
+            Some(410)
+        );
+        assert!(loaded
+            .changes_since(1, rv)
+            .expect("current is fine")
+            .is_empty());
+        assert!(Store::from_persisted(&json!({"resources": {}}), 100).is_err());
+    }
+}
