@@ -1,5 +1,6 @@
 //! routelet agent library: configuration, the local control socket, metrics, the kernel FIB
-//! writer, and the `speaker` runtime that wires them to the bgp crate.
+//! writer, the `speaker` runtime that wires them to the bgp crate, and `lab` (the Kubernetes API
+//! stand-in).
 
 pub mod agent_config;
 pub mod allocator;
@@ -10,5 +11,6 @@ pub mod desired;
 pub mod fib;
 pub mod ipam;
 pub mod k8s;
+pub mod lab;
 pub mod metrics;
 pub mod speaker_cmd;

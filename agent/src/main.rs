@@ -1,12 +1,12 @@
 //! The `routelet` binary: subcommands `speaker` (standalone BGP daemon), `agent` (the
-//! Kubernetes node agent) and `status`.
+//! Kubernetes node agent), `status` and `lab`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use agent::{agent_config, allocator, config, control, controller, k8s, speaker_cmd};
+use agent::{agent_config, allocator, config, control, controller, k8s, lab, speaker_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,22 @@ enum Command {
         /// Leave out the route table (cheap with large tables; `rib_size` still counts it).
         #[arg(long)]
         summary: bool,
+    },
+    /// Pieces of a cluster on one machine, for tests.
+    #[command(subcommand)]
+    Lab(Lab),
+}
+
+#[derive(Subcommand)]
+enum Lab {
+    /// Kubernetes API stand-in (plain HTTP, no auth) for the resources routelet uses.
+    Apiserver {
+        /// Address and port to serve plain HTTP on, e.g. 127.0.0.1:6443.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Keep the objects in this file (loaded at start, rewritten after each change).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -167,5 +183,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Lab(Lab::Apiserver { listen, data }) => {
+            let mut opts = lab::apiserver::Options::new(listen);
+            opts.data = data;
+            match rt.block_on(lab::apiserver::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("routelet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
