@@ -89,6 +89,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::debug!(?tuning, "malloc tuning");
     let rt = match tokio::runtime::Builder::new_multi_thread()
