@@ -31,6 +31,9 @@ fn default_block_size_v6() -> u8 {
 fn default_mesh_hold_time() -> u16 {
     90
 }
+fn default_namespace() -> String {
+    crate::k8s::rbac::NAMESPACE.to_string()
+}
 
 /// One CIDR or a list of them (dual-stack clusters have one per family).
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +75,9 @@ pub enum PodCidrSource {
 pub struct AgentFile {
     #[serde(default = "default_asn")]
     pub asn: u32,
+    /// routelet's own namespace (leader-election Lease, pod block table).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
     #[serde(default = "default_metrics")]
@@ -174,6 +180,7 @@ pub struct Advertise {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
     pub asn: u32,
+    pub namespace: String,
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
     /// `None` = do not listen.
@@ -428,8 +435,23 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
             ));
         }
     }
+    if file.namespace.is_empty()
+        || file.namespace.len() > 63
+        || !file
+            .namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(invalid(
+            "namespace".into(),
+            "namespace:",
+            0,
+            format!("`{}` is not a Kubernetes namespace name", file.namespace),
+        ));
+    }
     Ok(AgentSettings {
         asn: file.asn,
+        namespace: file.namespace,
         socket: file.socket,
         metrics,
         listen_port: (file.listen_port != 0).then_some(file.listen_port),

@@ -205,3 +205,174 @@ fn api_server_restart_does_not_disturb_routing_and_agents_resync() -> Result<()>
         Ok(())
     })
 }
+
+/// Creates the routelet namespace (the allocator Lease lives there), a LoadBalancer Service
+/// with externalTrafficPolicy Local and an EndpointSlice whose only endpoint is on n2.
+fn create_lb_service(c: &Cluster) -> Result<()> {
+    c.request(
+        "POST",
+        "/api/v1/namespaces",
+        Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "routelet-system"}})),
+        "application/json",
+    )?;
+    c.request(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "selector": {"app": "web"}, "ports": [{"port": 80}]}
+        })),
+        "application/json",
+    )?;
+    set_endpoint_ready(c, true, true)
+}
+
+/// Creates (`create`) or replaces the EndpointSlice of `web` with one endpoint on n2.
+fn set_endpoint_ready(c: &Cluster, ready: bool, create: bool) -> Result<()> {
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-abc", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.2.10"], "nodeName": "n2", "conditions": {"ready": ready}}],
+        "ports": [{"port": 80, "protocol": "TCP"}]
+    });
+    if create {
+        c.request(
+            "POST",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            Some(&slice),
+            "application/json",
+        )?;
+    } else {
+        c.request(
+            "PATCH",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/web-abc",
+            Some(&json!({"endpoints": slice["endpoints"]})),
+            "application/merge-patch+json",
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn load_balancer_ip_is_allocated_and_advertised_only_from_ready_local_endpoints() -> Result<()> {
+    Lab::run("agentlb", |lab| {
+        let c = start_cluster(lab)?;
+        create_lb_service(&c)?;
+        let mut ip = String::new();
+        wait_until(
+            "web gets a LoadBalancer IP from the pool",
+            Duration::from_secs(30),
+            |seen| {
+                let svc = c.request(
+                    "GET",
+                    "/api/v1/namespaces/default/services/web",
+                    None,
+                    "application/json",
+                )?;
+                let ingress = &svc["status"]["loadBalancer"]["ingress"];
+                seen.push_str(&format!("{ingress}; "));
+                ip = ingress[0]["ip"].as_str().unwrap_or_default().to_string();
+                Ok(!ip.is_empty())
+            },
+        )?;
+        ensure(
+            ip == "203.0.113.1",
+            format!("the first usable pool address, got {ip}"),
+        )?;
+        let host = format!("{ip}/32");
+        // eTP Local: only n2 (the ready endpoint's node) originates it.
+        wait_until(
+            "n1 and n3 route the LB IP to n2",
+            Duration::from_secs(15),
+            |seen| {
+                let (g1, g3) = (c.gateways(1, &host)?, c.gateways(3, &host)?);
+                seen.push_str(&format!("n1 {g1:?} n3 {g3:?}; "));
+                Ok(g1 == vec![node_addr(2)] && g3 == vec![node_addr(2)])
+            },
+        )?;
+        ensure(
+            c.gateways(2, &host)?.is_empty(),
+            "n2 originates it (no learned route)",
+        )?;
+        let rib = c.agent(1)?.rib_entry(&host)?.unwrap_or_default();
+        ensure(
+            rib["source"] == node_addr(2),
+            format!("n1 learned it from n2 only: {rib}"),
+        )?;
+
+        // The endpoint goes unready: every node stops advertising within 1 s.
+        set_endpoint_ready(&c, false, false)?;
+        let took = wait_until(
+            "LB IP withdrawn everywhere",
+            Duration::from_secs(5),
+            |seen| {
+                let (g1, g3) = (c.gateways(1, &host)?, c.gateways(3, &host)?);
+                seen.push_str(&format!("n1 {g1:?} n3 {g3:?}; "));
+                Ok(g1.is_empty() && g3.is_empty())
+            },
+        )?;
+        println!("LB IP withdrawn {took:?} after the endpoint went unready");
+        ensure(
+            took <= Duration::from_secs(1),
+            format!("withdrawn within 1 s, took {took:?}"),
+        )?;
+        set_endpoint_ready(&c, true, false)?;
+        wait_until("LB IP back once ready", Duration::from_secs(5), |_| {
+            Ok(c.gateways(1, &host)? == vec![node_addr(2)])
+        })?;
+
+        // A Service naming a pool that does not exist waits, with an Event saying why.
+        c.request(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            Some(&json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "lost", "namespace": "default", "annotations": {"routelet.io/pool": "nope"}},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+            })),
+            "application/json",
+        )?;
+        wait_until(
+            "an AllocationFailed event on default/lost",
+            Duration::from_secs(15),
+            |seen| {
+                let events = c.request(
+                    "GET",
+                    "/apis/events.k8s.io/v1/namespaces/default/events",
+                    None,
+                    "application/json",
+                )?;
+                let found = events["items"].as_array().into_iter().flatten().any(|e| {
+                    e["reason"] == "AllocationFailed"
+                        && e["regarding"]["name"] == "lost"
+                        && e["note"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("pool `nope`")
+                });
+                seen.push_str(&format!(
+                    "{} events; ",
+                    events["items"].as_array().map_or(0, Vec::len)
+                ));
+                Ok(found)
+            },
+        )?;
+        let lost = c.request(
+            "GET",
+            "/api/v1/namespaces/default/services/lost",
+            None,
+            "application/json",
+        )?;
+        ensure(
+            lost["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            format!("no IP for the pending service: {}", lost["status"]),
+        )?;
+        Ok(())
+    })
+}

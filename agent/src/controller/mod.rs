@@ -3,5 +3,7 @@
 
 pub mod drain;
 pub mod events;
+pub mod lb;
+pub mod lease;
 pub mod plan;
 pub mod run;

@@ -11,7 +11,7 @@ use bgp::config::{NeighborConfig, SpeakerConfig};
 use bgp::speaker::{RibEvent, Speaker};
 use bgp::types::{Origin, PathAttributes, Prefix};
 use kube::Client;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::drain::Drain;
@@ -47,9 +47,8 @@ struct Running {
 }
 
 pub async fn run(settings: AgentSettings, node: String, client: Client) -> Result<(), AgentError> {
-    let changed = Arc::new(Notify::new());
-    let cache = ClusterCache::start(client.clone(), changed.clone());
-    let events = EventSink::start(client, &node);
+    let (cache, mut changed) = ClusterCache::start(client.clone());
+    let events = EventSink::start(client.clone(), &node);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
@@ -58,6 +57,25 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         _ = cache.wait_ready() => {}
         _ = term.recv() => return Ok(()),
         _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
+
+    if !settings.pools.is_empty() {
+        // One agent at a time hands out LoadBalancer IPs: the holder of this Lease.
+        let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(super::lease::run(
+            client.clone(),
+            settings.namespace.clone(),
+            LB_LEASE.to_string(),
+            node.clone(),
+            leader_tx,
+        ));
+        let allocator = super::lb::LbAllocator {
+            client: client.clone(),
+            cache: cache.clone(),
+            settings: Arc::new(settings.clone()),
+            events: events.clone(),
+        };
+        tokio::spawn(allocator.run(changed.clone(), leader_rx));
     }
 
     let (fib_tx, fib_stats) = if settings.kernel.install {
@@ -89,7 +107,14 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
             break Err(e);
         }
         tokio::select! {
-            _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            res = changed.changed() => {
+                if res.is_err() {
+                    // Every watch task ended (they retry forever, so this is a bug): poll.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                } else {
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+            }
             _ = drain_tick.tick(), if !agent.drain.is_empty() => {
                 if let Err(e) = agent.settle_drains().await {
                     break Err(e);
@@ -109,6 +134,9 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
     let _ = std::fs::remove_file(&agent.settings.socket);
     result
 }
+
+/// The Lease whose holder allocates LoadBalancer IPs.
+pub const LB_LEASE: &str = "routelet-lb-allocator";
 
 /// How often draining sessions are checked.
 const DRAIN_POLL: Duration = Duration::from_millis(50);

@@ -14,7 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::watch as signal;
 use tracing::{info, warn};
 
 use super::convert;
@@ -29,8 +29,16 @@ pub struct ClusterCache {
 }
 
 impl ClusterCache {
-    /// Starts the three watches; `changed` is notified after every change any of them sees.
-    pub fn start(client: Client, changed: Arc<Notify>) -> ClusterCache {
+    /// Starts the three watches; the returned receiver (clone it for every consumer) changes
+    /// after every change any of them sees.
+    pub fn start(client: Client) -> (ClusterCache, signal::Receiver<u64>) {
+        let (tx, rx) = signal::channel(0u64);
+        let changed = Arc::new(tx);
+        let cache = ClusterCache::start_with(client, changed);
+        (cache, rx)
+    }
+
+    fn start_with(client: Client, changed: Arc<signal::Sender<u64>>) -> ClusterCache {
         ClusterCache {
             nodes: spawn_reflector(Api::<Node>::all(client.clone()), "nodes", changed.clone()),
             services: spawn_reflector(
@@ -65,7 +73,11 @@ impl ClusterCache {
 /// Minimum time between two "watch failing" log lines of one resource.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-fn spawn_reflector<K>(api: Api<K>, what: &'static str, changed: Arc<Notify>) -> Store<K>
+fn spawn_reflector<K>(
+    api: Api<K>,
+    what: &'static str,
+    changed: Arc<signal::Sender<u64>>,
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -86,7 +98,7 @@ where
                         info!(resource = what, "watch recovered");
                         failing = false;
                     }
-                    changed.notify_one();
+                    changed.send_modify(|generation| *generation += 1);
                 }
                 Err(e) => {
                     failing = true;
