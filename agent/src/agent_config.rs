@@ -31,6 +31,9 @@ fn default_block_size_v6() -> u8 {
 fn default_mesh_hold_time() -> u16 {
     90
 }
+fn default_block_release_grace() -> u64 {
+    30
+}
 fn default_namespace() -> String {
     crate::k8s::rbac::NAMESPACE.to_string()
 }
@@ -97,6 +100,9 @@ pub struct AgentFile {
     pub block_size: u8,
     #[serde(default = "default_block_size_v6")]
     pub block_size_v6: u8,
+    /// Seconds a deleted node's blocks stay claimed before they are released.
+    #[serde(default = "default_block_release_grace")]
+    pub block_release_grace: u64,
     #[serde(default)]
     pub advertise: AdvertiseFile,
     #[serde(default)]
@@ -194,6 +200,7 @@ pub struct AgentSettings {
     pub pod_cidr_source: PodCidrSource,
     pub block_size: u8,
     pub block_size_v6: u8,
+    pub block_release_grace: Duration,
     pub advertise: Advertise,
     pub pools: Vec<Pool>,
     /// Routers every node peers with.
@@ -462,6 +469,7 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
         pod_cidr_source: file.pod_cidr_source,
         block_size: file.block_size,
         block_size_v6: file.block_size_v6,
+        block_release_grace: Duration::from_secs(file.block_release_grace),
         advertise: Advertise {
             cluster_ips: file.advertise.cluster_ips,
             external_ips: file.advertise.external_ips,

@@ -376,3 +376,122 @@ fn load_balancer_ip_is_allocated_and_advertised_only_from_ready_local_endpoints(
         Ok(())
     })
 }
+
+/// Five agents start at once and race for /26 blocks of a /23 (8 blocks): every node gets its
+/// own block (no block claimed twice, resourceVersion-checked writes), blackholes it, and
+/// routes the others' blocks to their nodes; a deleted node's block is released.
+#[test]
+fn pod_blocks_raced_for_by_five_agents_are_never_shared() -> Result<()> {
+    Lab::run("agentipam", |lab| {
+        const N: usize = 5;
+        let config = AGENT_CONFIG
+            .replace("cluster_cidr: 10.244.0.0/16", "cluster_cidr: 10.244.0.0/23")
+            .replace(
+                "asn: 64512",
+                "asn: 64512\npod_cidr_source: blocks\nblock_size: 26\nblock_release_grace: 2",
+            );
+        let mut c = Cluster::new(lab, N, &config)?;
+        c.request(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "routelet-system"}})),
+            "application/json",
+        )?;
+        for i in 1..=N {
+            c.create_node(i, json!({}))?;
+        }
+        for i in 1..=N {
+            c.spawn_agent(lab, i)?;
+        }
+        for i in 1..=N {
+            c.wait_agent(i)?;
+        }
+        let table = |c: &Cluster| -> Result<serde_json::Map<String, serde_json::Value>> {
+            let cm = c.request(
+                "GET",
+                "/api/v1/namespaces/routelet-system/configmaps/routelet-blocks",
+                None,
+                "application/json",
+            )?;
+            let text = cm["data"]["blocks.json"]
+                .as_str()
+                .unwrap_or("{}")
+                .to_string();
+            Ok(serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default())
+        };
+        wait_until(
+            "every node claimed a block",
+            Duration::from_secs(30),
+            |seen| {
+                let t = table(&c)?;
+                seen.push_str(&format!("{t:?}; "));
+                Ok(t.len() == N)
+            },
+        )?;
+        let t = table(&c)?;
+        let mut owners: Vec<String> = t
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        owners.sort();
+        let want: Vec<String> = (1..=N).map(|i| format!("n{i}")).collect();
+        ensure(
+            owners == want,
+            format!("one block per node, none shared: {t:?}"),
+        )?;
+        let block_of = |i: usize| -> String {
+            t.iter()
+                .find(|(_, v)| v.as_str() == Some(&format!("n{i}")))
+                .map(|(b, _)| b.clone())
+                .unwrap_or_default()
+        };
+        wait_until(
+            "own blackhole and the others' blocks in every kernel",
+            Duration::from_secs(20),
+            |seen| {
+                for i in 1..=N {
+                    let own = c.nodes[i - 1].ip(&[
+                        "route",
+                        "show",
+                        "type",
+                        "blackhole",
+                        "proto",
+                        "200",
+                    ])?;
+                    if !own.contains(&block_of(i)) {
+                        seen.push_str(&format!("n{i} blackholes {own:?}; "));
+                        return Ok(false);
+                    }
+                    for j in 1..=N {
+                        if i != j && c.gateways(i, &block_of(j))? != vec![node_addr(j)] {
+                            seen.push_str(&format!("n{i} lacks {} via n{j}; ", block_of(j)));
+                            return Ok(false);
+                        }
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+
+        // n5 leaves: its agent stops, its Node is deleted; after the grace its block is free.
+        if let Some(mut a) = c.agents[N - 1].take() {
+            a.daemon.stop();
+        }
+        c.request(
+            "DELETE",
+            &format!("/api/v1/nodes/n{N}"),
+            None,
+            "application/json",
+        )?;
+        let gone = block_of(N);
+        wait_until("n5's block released", Duration::from_secs(20), |seen| {
+            let t = table(&c)?;
+            seen.push_str(&format!("{t:?}; "));
+            Ok(!t.contains_key(&gone) && t.len() == N - 1)
+        })?;
+        Ok(())
+    })
+}

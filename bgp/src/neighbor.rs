@@ -466,6 +466,20 @@ impl NeighborTask {
                                     outputs = conn.session.handle(Input::Stop(n));
                                 }
                             }
+                        } else if outgoing {
+                            // Both sides connected at once and neither has an OPEN yet: each
+                            // holds the other's connection, so waiting for the remote id
+                            // would leave both in OpenSent until the hold timer. Decide now,
+                            // the same way on both sides, by transport address (the RFC 4271
+                            // 6.8 outcome whenever router ids order like the addresses, as
+                            // for nodes whose router id is their address).
+                            if fsm::local_connection_wins_by_address(local_address, self.cfg.address) {
+                                reject(s, notify::CEASE_COLLISION_RESOLUTION);
+                            } else {
+                                pending = Some(s);
+                                let n = Notification::new(notify::CEASE, notify::CEASE_COLLISION_RESOLUTION);
+                                outputs = conn.session.handle(Input::Stop(n));
+                            }
                         } else {
                             pending = Some(s);
                         }

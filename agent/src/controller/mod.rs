@@ -1,6 +1,7 @@
 //! The agent's reconcile loop: cluster caches -> desired state -> speaker and FIB, whole
 //! states at a time (`plan` decides what changed).
 
+pub mod blocks;
 pub mod drain;
 pub mod events;
 pub mod lb;

@@ -17,9 +17,10 @@ use tracing::{error, info, warn};
 use super::drain::Drain;
 use super::events::EventSink;
 use super::plan::plan;
-use crate::agent_config::AgentSettings;
+use crate::agent_config::{AgentSettings, PodCidrSource};
 use crate::desired::{desired_state, DesiredError, DesiredState, ObjectRef, Problem, Snapshot};
 use crate::fib::{self, Fib, FibCommand, FibStats};
+use crate::ipam::blocks::BlockTable;
 use crate::k8s::watch::ClusterCache;
 use crate::speaker_cmd::fib_commands;
 
@@ -78,6 +79,21 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         tokio::spawn(allocator.run(changed.clone(), leader_rx));
     }
 
+    let blocks = if settings.pod_cidr_source == PodCidrSource::Blocks {
+        let (table_tx, table_rx) = tokio::sync::watch::channel(BlockTable::default());
+        let allocator = super::blocks::BlockAllocator {
+            client: client.clone(),
+            cache: cache.clone(),
+            settings: Arc::new(settings.clone()),
+            node: node.clone(),
+            table: table_tx,
+        };
+        tokio::spawn(allocator.run(changed.clone()));
+        Some(table_rx)
+    } else {
+        None
+    };
+
     let (fib_tx, fib_stats) = if settings.kernel.install {
         let fib = Fib::new(settings.kernel.table, fib::ROUTELET_PROTOCOL)?;
         let stats = Arc::new(FibStats::default());
@@ -99,6 +115,7 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         applied: None,
         last_error: None,
         drain: Drain::default(),
+        blocks,
     };
     let mut drain_tick = tokio::time::interval(DRAIN_POLL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,6 +130,11 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 } else {
                     tokio::time::sleep(DEBOUNCE).await;
+                }
+            }
+            res = blocks_changed(&mut agent.blocks) => {
+                if res.is_err() {
+                    agent.blocks = None;
                 }
             }
             _ = drain_tick.tick(), if !agent.drain.is_empty() => {
@@ -154,11 +176,20 @@ struct Reconciler {
     applied: Option<DesiredState>,
     last_error: Option<DesiredError>,
     drain: Drain,
+    /// The pod block table (`pod_cidr_source: blocks`).
+    blocks: Option<tokio::sync::watch::Receiver<BlockTable>>,
 }
 
 impl Reconciler {
     async fn reconcile(&mut self) -> Result<(), AgentError> {
-        let snapshot = self.cache.snapshot();
+        let mut snapshot = self.cache.snapshot();
+        if let Some(table) = &self.blocks {
+            for (block, owner) in &table.borrow().claims {
+                if let Some(n) = snapshot.nodes.get_mut(owner) {
+                    n.blocks.push(*block);
+                }
+            }
+        }
         match desired_state(&self.settings, &snapshot, &self.node) {
             Ok(next) => {
                 self.last_error = None;
@@ -290,6 +321,16 @@ impl Reconciler {
                 .set_neighbors(self.drain.neighbors(&applied.neighbors))?;
         }
         Ok(())
+    }
+}
+
+/// Resolves when the block table changed (never without one).
+async fn blocks_changed(
+    blocks: &mut Option<tokio::sync::watch::Receiver<BlockTable>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match blocks {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -197,6 +197,31 @@ impl Cluster {
 
     /// Starts `routelet agent` for node `i` and waits for its status socket.
     pub fn start_agent(&mut self, lab: &Lab, i: usize) -> Result<()> {
+        self.spawn_agent(lab, i)?;
+        self.wait_agent(i)
+    }
+
+    /// Waits until node `i`'s agent answers on its status socket.
+    pub fn wait_agent(&mut self, i: usize) -> Result<()> {
+        let name = format!("n{i}");
+        let Some(agent) = self.agents.get_mut(i - 1).and_then(Option::as_mut) else {
+            return Err(LabError::Check(format!("agent {name} not started")));
+        };
+        wait_until(
+            &format!("agent {name} status socket"),
+            Duration::from_secs(15),
+            |seen| {
+                agent.daemon.check_running()?;
+                let st = agent.status();
+                seen.push_str(&format!("{st:?}"));
+                Ok(st.is_ok())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Starts `routelet agent` for node `i` without waiting for it.
+    pub fn spawn_agent(&mut self, lab: &Lab, i: usize) -> Result<()> {
         let name = format!("n{i}");
         let socket = lab.path(&format!("{name}.sock"));
         let config = lab.write(
@@ -221,18 +246,7 @@ impl Cluster {
             ],
             &[("ROUTELET_LOG", &log)],
         )?;
-        let mut agent = Routelet::from_daemon(daemon, socket, ns, None);
-        wait_until(
-            &format!("agent {name} status socket"),
-            Duration::from_secs(15),
-            |seen| {
-                agent.daemon.check_running()?;
-                let st = agent.status();
-                seen.push_str(&format!("{st:?}"));
-                Ok(st.is_ok())
-            },
-        )?;
-        self.agents[i - 1] = Some(agent);
+        self.agents[i - 1] = Some(Routelet::from_daemon(daemon, socket, ns, None));
         Ok(())
     }
 

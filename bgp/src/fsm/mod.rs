@@ -348,3 +348,10 @@ pub mod notify_fsm {
 pub fn local_connection_wins(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> bool {
     u32::from(local_id) > u32::from(remote_id)
 }
+
+/// Collision resolution before either side knows the other's BGP id (both connected at the
+/// same moment, both waiting in OpenSent): keep the connection opened by the higher transport
+/// address. Both ends see the same two addresses, so they agree.
+pub fn local_connection_wins_by_address(local: std::net::IpAddr, remote: std::net::IpAddr) -> bool {
+    local > remote
+}

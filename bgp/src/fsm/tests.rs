@@ -664,6 +664,25 @@ fn collision_higher_identifier_wins() {
     assert!(!local_connection_wins(low, low));
 }
 
+/// Before any OPEN: exactly one of the two ends keeps its own connection.
+#[test]
+fn collision_by_address_is_decided_the_same_way_on_both_ends() {
+    let pairs = [
+        ("10.0.0.1", "10.0.0.3"),
+        ("10.0.1.0", "10.0.0.255"),
+        ("2001:db8::1", "2001:db8::2"),
+    ];
+    for (a, b) in pairs {
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            (a.parse().expect("ip"), b.parse().expect("ip"));
+        assert_ne!(
+            local_connection_wins_by_address(a, b),
+            local_connection_wins_by_address(b, a),
+            "{a} vs {b}"
+        );
+    }
+}
+
 // ---- property test: random input sequences ----
 
 fn arb_family() -> impl Strategy<Value = Family> {
