@@ -476,6 +476,31 @@ fn pod_blocks_raced_for_by_five_agents_are_never_shared() -> Result<()> {
             },
         )?;
 
+        // Each agent publishes its blocks on its own Node.
+        wait_until(
+            "routelet.io/blocks on every node",
+            Duration::from_secs(15),
+            |seen| {
+                for i in 1..=N {
+                    let node = c.request(
+                        "GET",
+                        &format!("/api/v1/nodes/n{i}"),
+                        None,
+                        "application/json",
+                    )?;
+                    let a = node["metadata"]["annotations"]["routelet.io/blocks"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if a != block_of(i) {
+                        seen.push_str(&format!("n{i}: {a:?}; "));
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+
         // n5 leaves: its agent stops, its Node is deleted; after the grace its block is free.
         if let Some(mut a) = c.agents[N - 1].take() {
             a.daemon.stop();
@@ -492,6 +517,74 @@ fn pod_blocks_raced_for_by_five_agents_are_never_shared() -> Result<()> {
             seen.push_str(&format!("{t:?}; "));
             Ok(!t.contains_key(&gone) && t.len() == N - 1)
         })?;
+        Ok(())
+    })
+}
+
+/// Bad annotations on one node: a Warning Event on that node (from its own agent), the bad
+/// values ignored, and no correct route withdrawn anywhere.
+#[test]
+fn bad_annotations_are_reported_and_disturb_nothing() -> Result<()> {
+    Lab::run("agentbad", |lab| {
+        let c = start_cluster(lab)?;
+        let sampler = RouteSampler::start(
+            (1..=NODES)
+                .flat_map(|i| (1..=NODES).filter(move |j| *j != i).map(move |j| (i, j)))
+                .map(|(i, j)| (c.nodes[i - 1].name().to_string(), pod_cidr(j)))
+                .collect(),
+        );
+        c.annotate_node(
+            2,
+            json!({
+                "routelet.io/asn": "4294967296",
+                "routelet.io/route-reflector": "not-an-id",
+                "routelet.io/peers": "[{\"address\": \"not-an-ip\", \"asn\": 65000}",
+            }),
+        )?;
+        wait_until(
+            "InvalidAnnotation events on n2",
+            Duration::from_secs(15),
+            |seen| {
+                let events = c.request(
+                    "GET",
+                    "/apis/events.k8s.io/v1/events",
+                    None,
+                    "application/json",
+                )?;
+                let notes: Vec<String> = events["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| {
+                        e["reason"] == "InvalidAnnotation" && e["regarding"]["name"] == "n2"
+                    })
+                    .filter_map(|e| e["note"].as_str().map(str::to_string))
+                    .collect();
+                seen.push_str(&format!("{notes:?}; "));
+                Ok([
+                    "routelet.io/asn",
+                    "routelet.io/route-reflector",
+                    "routelet.io/peers",
+                ]
+                .iter()
+                .all(|k| notes.iter().any(|n| n.contains(k))))
+            },
+        )?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (rounds, misses) = sampler.finish();
+        ensure(rounds > 20, format!("the sampler ran ({rounds} rounds)"))?;
+        ensure(
+            misses.is_empty(),
+            format!("routes withdrawn after bad input: {misses:?}"),
+        )?;
+        // The bad values were ignored: still a full mesh, n2 still in the default AS.
+        for i in 1..=NODES {
+            let want: Vec<String> = (1..=NODES).filter(|j| *j != i).map(node_addr).collect();
+            ensure(
+                c.neighbors(i)? == want,
+                format!("n{i} still meshes with every node"),
+            )?;
+        }
         Ok(())
     })
 }

@@ -35,7 +35,7 @@ impl EventSink {
                     type_: EventType::Warning,
                     reason: problem.reason.to_string(),
                     note: Some(truncate(&problem.message, 1000)),
-                    action: "Reconcile".into(),
+                    action: action_for(&problem.message),
                     secondary: None,
                 };
                 if let Err(e) = recorder
@@ -55,6 +55,18 @@ impl EventSink {
             warn!("event queue full; an event was dropped (the problem is in the log)");
         }
     }
+}
+
+/// The Event `action`: kube-runtime's Recorder folds Events with the same object, reason and
+/// action into one series that keeps the first note, so each distinct problem gets its own
+/// action (a hash of its message; the action does not show in `kubectl describe`).
+fn action_for(message: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in message.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("Check{h:08x}")
 }
 
 fn reference(object: &ObjectRef, uid: Option<String>) -> ObjectReference {
@@ -105,6 +117,8 @@ mod tests {
         let r = reference(&ObjectRef::Node("n1".into()), None);
         assert_eq!((r.kind.as_deref(), r.namespace), (Some("Node"), None));
         assert_eq!(truncate("abc", 5), "abc");
+        assert_ne!(action_for("a: bad"), action_for("b: bad"));
+        assert_eq!(action_for("a: bad"), action_for("a: bad"));
         assert_eq!(truncate("aé", 2), "a…");
     }
 }

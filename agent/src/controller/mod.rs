@@ -7,4 +7,5 @@ pub mod events;
 pub mod lb;
 pub mod lease;
 pub mod plan;
+pub mod publish;
 pub mod run;

@@ -2,7 +2,7 @@
 //! the speaker (neighbors, cluster id, originated prefixes) and the FIB writer; problems go to
 //! the log and, for this node's objects, to Kubernetes Events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +79,13 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         tokio::spawn(allocator.run(changed.clone(), leader_rx));
     }
 
+    let (annotations_tx, annotations_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    tokio::spawn(super::publish::run(
+        client.clone(),
+        node.clone(),
+        annotations_rx,
+    ));
+
     let blocks = if settings.pod_cidr_source == PodCidrSource::Blocks {
         let (table_tx, table_rx) = tokio::sync::watch::channel(BlockTable::default());
         let allocator = super::blocks::BlockAllocator {
@@ -116,6 +123,7 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         last_error: None,
         drain: Drain::default(),
         blocks,
+        annotations: annotations_tx,
     };
     let mut drain_tick = tokio::time::interval(DRAIN_POLL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,6 +186,8 @@ struct Reconciler {
     drain: Drain,
     /// The pod block table (`pod_cidr_source: blocks`).
     blocks: Option<tokio::sync::watch::Receiver<BlockTable>>,
+    /// Annotations to publish on this node.
+    annotations: tokio::sync::watch::Sender<BTreeMap<&'static str, Option<String>>>,
 }
 
 impl Reconciler {
@@ -260,6 +270,12 @@ impl Reconciler {
             if p.set_originated {
                 r.speaker.set_originated(originated(&next.originate))?;
             }
+        }
+        if p.set_blackholes && self.settings.pod_cidr_source == PodCidrSource::Blocks {
+            let mine: Vec<String> = next.blackholes.iter().map(|b| b.to_string()).collect();
+            self.annotations.send_modify(|a| {
+                a.insert(super::publish::BLOCKS_ANNOTATION, Some(mine.join(",")));
+            });
         }
         if p.set_blackholes {
             if let Some(tx) = &self.fib_tx {
