@@ -41,28 +41,41 @@ struct RouteSampler {
 }
 
 impl RouteSampler {
+    /// `watch`: (namespace, prefix) pairs; each round dumps each namespace's routes once.
     fn start(watch: Vec<(String, String)>) -> RouteSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let misses = Arc::new(Mutex::new(Vec::new()));
         let samples = Arc::new(Mutex::new(0usize));
         let (s, m, n) = (stop.clone(), misses.clone(), samples.clone());
+        let mut by_ns: Vec<(String, Vec<String>)> = Vec::new();
+        for (ns, prefix) in watch {
+            match by_ns.iter_mut().find(|(n, _)| *n == ns) {
+                Some((_, v)) => v.push(prefix),
+                None => by_ns.push((ns, vec![prefix])),
+            }
+        }
         let thread = std::thread::spawn(move || {
             let t0 = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 let tick = Instant::now();
-                for (ns, prefix) in &watch {
+                for (ns, prefixes) in &by_ns {
                     let out = std::process::Command::new("ip")
-                        .args(["-n", ns, "route", "show", prefix, "proto", "200"])
+                        .args(["-n", ns, "-4", "route", "show", "proto", "200"])
                         .output();
-                    let present = out
+                    let text = out
                         .as_ref()
-                        .map(|o| {
-                            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("via")
-                        })
-                        .unwrap_or(false);
-                    if !present {
-                        if let Ok(mut v) = m.lock() {
-                            v.push(format!("{:?}: {prefix} missing in {ns}", t0.elapsed()));
+                        .ok()
+                        .filter(|o| o.status.success())
+                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                        .unwrap_or_default();
+                    for prefix in prefixes {
+                        let present = text
+                            .lines()
+                            .any(|l| l.starts_with(&format!("{prefix} ")) && l.contains(" via "));
+                        if !present {
+                            if let Ok(mut v) = m.lock() {
+                                v.push(format!("{:?}: {prefix} missing in {ns}", t0.elapsed()));
+                            }
                         }
                     }
                 }
@@ -144,9 +157,10 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
             },
         )?;
         // Keep sampling a little after the switch.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(1));
         let (rounds, misses) = sampler.finish();
-        ensure(rounds > 50, format!("the sampler ran ({rounds} rounds)"))?;
+        println!("route sampler: {rounds} rounds");
+        ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
         ensure(
             misses.is_empty(),
             format!(
@@ -572,7 +586,7 @@ fn bad_annotations_are_reported_and_disturb_nothing() -> Result<()> {
         )?;
         std::thread::sleep(Duration::from_millis(500));
         let (rounds, misses) = sampler.finish();
-        ensure(rounds > 20, format!("the sampler ran ({rounds} rounds)"))?;
+        ensure(rounds >= 10, format!("the sampler ran ({rounds} rounds)"))?;
         ensure(
             misses.is_empty(),
             format!("routes withdrawn after bad input: {misses:?}"),
