@@ -185,6 +185,42 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
         )?;
         let want: Vec<String> = vec![node_addr(1), node_addr(2)];
         ensure(c.neighbors(3)? == want, "the reflector keeps both clients")?;
+
+        // And back: the annotation goes, the full mesh returns, still without a gap (the
+        // former reflector keeps reflecting until the new mesh sessions are up).
+        let mut watch = Vec::new();
+        for i in 1..=NODES {
+            for j in 1..=NODES {
+                if i != j {
+                    watch.push((c.nodes[i - 1].name().to_string(), pod_cidr(j)));
+                }
+            }
+        }
+        let sampler = RouteSampler::start(watch);
+        std::thread::sleep(Duration::from_millis(200));
+        c.annotate_node(3, json!({"routelet.io/route-reflector": null}))?;
+        wait_until("full mesh again", Duration::from_secs(20), |seen| {
+            let (n1, n2) = (c.neighbors(1)?, c.neighbors(2)?);
+            seen.push_str(&format!("n1 {n1:?} n2 {n2:?}; "));
+            Ok(n1 == vec![node_addr(2), node_addr(3)] && n2 == vec![node_addr(1), node_addr(3)])
+        })?;
+        // Past the reflector's hold time, when it stops reflecting.
+        std::thread::sleep(Duration::from_secs(4));
+        let (rounds, misses) = sampler.finish();
+        ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
+        ensure(
+            misses.is_empty(),
+            format!(
+                "routes missing during the switch back ({} of {rounds} rounds): {:?}",
+                misses.len(),
+                &misses[..misses.len().min(10)]
+            ),
+        )?;
+        let mut seen = String::new();
+        ensure(
+            c.pod_routes_complete(NODES, &mut seen)?,
+            format!("routes after the switch back: {seen}"),
+        )?;
         Ok(())
     })
 }

@@ -2,6 +2,9 @@
 //! topology drops (full mesh -> route reflectors) is kept, with its old settings, until every
 //! prefix it brought has another path (the reflector has reflected it), its session is down,
 //! or `DRAIN_TIMEOUT` passes. Only then is it removed, so no route is ever missing in between.
+//! The other direction (the last reflector annotation removed: reflectors -> full mesh) is
+//! covered on the reflector's side: it keeps reflecting for `DEMOTE_HOLD` while its former
+//! clients bring up their new mesh sessions (`hold_reflector_role`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -11,6 +14,29 @@ use bgp::config::NeighborConfig;
 
 /// Longest time a dropped session is kept waiting for alternative paths.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a node that stops being a reflector keeps reflecting to its former clients.
+pub const DEMOTE_HOLD: Duration = Duration::from_secs(3);
+
+/// `next` with `prev`'s reflector role kept: same cluster id, and every neighbor that was a
+/// route-reflector client in `prev` (and is still a neighbor) still flagged as one.
+pub fn hold_reflector_role(
+    prev: &crate::desired::DesiredState,
+    mut next: crate::desired::DesiredState,
+) -> crate::desired::DesiredState {
+    next.role = prev.role;
+    next.cluster_id = prev.cluster_id;
+    for n in &mut next.neighbors {
+        if prev
+            .neighbors
+            .iter()
+            .any(|p| p.address == n.address && p.route_reflector_client)
+        {
+            n.route_reflector_client = true;
+        }
+    }
+    next
+}
 
 #[derive(Debug, Default)]
 pub struct Drain {
@@ -90,6 +116,37 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn demoted_reflector_keeps_its_clients_for_a_while() {
+        use crate::desired::{DesiredState, Role};
+        let mut client = n("10.0.0.1");
+        client.route_reflector_client = true;
+        let prev = DesiredState {
+            router_id: "10.0.0.3".parse().expect("ip"),
+            asn: 64512,
+            role: Role::Reflector,
+            cluster_id: Some("244.0.0.1".parse().expect("id")),
+            neighbors: vec![client.clone()],
+            originate: Default::default(),
+            blackholes: Default::default(),
+            problems: vec![],
+        };
+        let next = DesiredState {
+            role: Role::FullMesh,
+            cluster_id: None,
+            neighbors: vec![n("10.0.0.1"), n("10.0.0.2")],
+            ..prev.clone()
+        };
+        let held = hold_reflector_role(&prev, next);
+        assert_eq!(held.role, Role::Reflector);
+        assert_eq!(held.cluster_id, prev.cluster_id);
+        assert!(held.neighbors[0].route_reflector_client);
+        assert!(
+            !held.neighbors[1].route_reflector_client,
+            "a new neighbor is no client"
+        );
     }
 
     #[test]

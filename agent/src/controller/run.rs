@@ -14,11 +14,13 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::drain::Drain;
+use super::drain::{hold_reflector_role, Drain, DEMOTE_HOLD};
 use super::events::EventSink;
 use super::plan::plan;
 use crate::agent_config::{AgentSettings, PodCidrSource};
-use crate::desired::{desired_state, DesiredError, DesiredState, ObjectRef, Problem, Snapshot};
+use crate::desired::{
+    desired_state, DesiredError, DesiredState, ObjectRef, Problem, Role, Snapshot,
+};
 use crate::fib::{self, Fib, FibCommand, FibStats};
 use crate::ipam::blocks::BlockTable;
 use crate::k8s::watch::ClusterCache;
@@ -123,6 +125,7 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         last_error: None,
         drain: Drain::default(),
         blocks,
+        demote_at: None,
         annotations: annotations_tx,
     };
     let mut drain_tick = tokio::time::interval(DRAIN_POLL);
@@ -145,6 +148,7 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
                     agent.blocks = None;
                 }
             }
+            _ = sleep_until_opt(agent.demote_at) => {}
             _ = drain_tick.tick(), if !agent.drain.is_empty() => {
                 if let Err(e) = agent.settle_drains().await {
                     break Err(e);
@@ -186,6 +190,8 @@ struct Reconciler {
     drain: Drain,
     /// The pod block table (`pod_cidr_source: blocks`).
     blocks: Option<tokio::sync::watch::Receiver<BlockTable>>,
+    /// When a held reflector role ends (see `maybe_hold_reflector_role`).
+    demote_at: Option<Instant>,
     /// Annotations to publish on this node.
     annotations: tokio::sync::watch::Sender<BTreeMap<&'static str, Option<String>>>,
 }
@@ -203,6 +209,7 @@ impl Reconciler {
         match desired_state(&self.settings, &snapshot, &self.node) {
             Ok(next) => {
                 self.last_error = None;
+                let next = self.maybe_hold_reflector_role(next);
                 self.apply(&snapshot, next).await
             }
             Err(e) => {
@@ -225,6 +232,26 @@ impl Reconciler {
                 Ok(())
             }
         }
+    }
+
+    /// A reflector that stops being one keeps its role for `DEMOTE_HOLD`, so that its clients
+    /// have their new mesh sessions up before it stops reflecting (make-before-break).
+    fn maybe_hold_reflector_role(&mut self, next: DesiredState) -> DesiredState {
+        let Some(prev) = self.applied.as_ref() else {
+            return next;
+        };
+        if next.role == Role::Reflector || prev.role != Role::Reflector {
+            self.demote_at = None;
+            return next;
+        }
+        let now = Instant::now();
+        let at = *self.demote_at.get_or_insert(now + DEMOTE_HOLD);
+        if now >= at {
+            self.demote_at = None;
+            info!("no longer a route reflector");
+            return next;
+        }
+        hold_reflector_role(prev, next)
     }
 
     async fn apply(&mut self, snapshot: &Snapshot, next: DesiredState) -> Result<(), AgentError> {
@@ -337,6 +364,13 @@ impl Reconciler {
                 .set_neighbors(self.drain.neighbors(&applied.neighbors))?;
         }
         Ok(())
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
