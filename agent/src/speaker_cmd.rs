@@ -57,9 +57,12 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
 }
 
 /// The routes `originate` asks for.
-fn originated(prefixes: &[Prefix]) -> Vec<(Prefix, PathAttributes)> {
+/// Locally originated routes: each prefix with ORIGIN IGP and nothing else.
+pub fn originated<'a>(
+    prefixes: impl IntoIterator<Item = &'a Prefix>,
+) -> Vec<(Prefix, PathAttributes)> {
     prefixes
-        .iter()
+        .into_iter()
         .map(|p| {
             (
                 *p,

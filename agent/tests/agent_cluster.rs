@@ -116,6 +116,14 @@ impl Drop for RouteSampler {
     }
 }
 
+/// (node namespace, other node's pod CIDR) for every pair of nodes.
+fn every_pod_route(c: &Cluster) -> Vec<(String, String)> {
+    (1..=NODES)
+        .flat_map(|i| (1..=NODES).filter(move |j| *j != i).map(move |j| (i, j)))
+        .map(|(i, j)| (c.nodes[i - 1].name().to_string(), pod_cidr(j)))
+        .collect()
+}
+
 fn transitions(c: &Cluster, i: usize, peer: usize) -> Result<u64> {
     let st = c.agent(i)?.neighbor(&node_addr(peer))?.unwrap_or_default();
     Ok(st["established_transitions"].as_u64().unwrap_or(0))
@@ -136,15 +144,7 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
         let before_23 = transitions(&c, 2, 3)?;
 
         // Every node's view of every other node's pod CIDR, sampled through the switch.
-        let mut watch = Vec::new();
-        for i in 1..=NODES {
-            for j in 1..=NODES {
-                if i != j {
-                    watch.push((c.nodes[i - 1].name().to_string(), pod_cidr(j)));
-                }
-            }
-        }
-        let sampler = RouteSampler::start(watch);
+        let sampler = RouteSampler::start(every_pod_route(&c));
         std::thread::sleep(Duration::from_millis(200));
         c.annotate_node(3, json!({"routelet.io/route-reflector": "244.0.0.1"}))?;
         wait_until(
@@ -188,15 +188,7 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
 
         // And back: the annotation goes, the full mesh returns, still without a gap (the
         // former reflector keeps reflecting until the new mesh sessions are up).
-        let mut watch = Vec::new();
-        for i in 1..=NODES {
-            for j in 1..=NODES {
-                if i != j {
-                    watch.push((c.nodes[i - 1].name().to_string(), pod_cidr(j)));
-                }
-            }
-        }
-        let sampler = RouteSampler::start(watch);
+        let sampler = RouteSampler::start(every_pod_route(&c));
         std::thread::sleep(Duration::from_millis(200));
         c.annotate_node(3, json!({"routelet.io/route-reflector": null}))?;
         wait_until("full mesh again", Duration::from_secs(20), |seen| {
@@ -577,12 +569,7 @@ fn pod_blocks_raced_for_by_five_agents_are_never_shared() -> Result<()> {
 fn bad_annotations_are_reported_and_disturb_nothing() -> Result<()> {
     Lab::run("agentbad", |lab| {
         let c = start_cluster(lab)?;
-        let sampler = RouteSampler::start(
-            (1..=NODES)
-                .flat_map(|i| (1..=NODES).filter(move |j| *j != i).map(move |j| (i, j)))
-                .map(|(i, j)| (c.nodes[i - 1].name().to_string(), pod_cidr(j)))
-                .collect(),
-        );
+        let sampler = RouteSampler::start(every_pod_route(&c));
         c.annotate_node(
             2,
             json!({

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bgp::config::{NeighborConfig, SpeakerConfig};
 use bgp::speaker::{RibEvent, Speaker};
-use bgp::types::{Origin, PathAttributes, Prefix};
 use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -24,7 +23,7 @@ use crate::desired::{
 use crate::fib::{self, Fib, FibCommand, FibStats};
 use crate::ipam::blocks::BlockTable;
 use crate::k8s::watch::ClusterCache;
-use crate::speaker_cmd::fib_commands;
+use crate::speaker_cmd::{fib_commands, originated};
 
 /// Changes arriving within this window after the first are handled together (the three
 /// watches often fire in a burst); well under the 100 ms reaction target.
@@ -295,7 +294,8 @@ impl Reconciler {
                     .set_neighbors(self.drain.neighbors(&next.neighbors))?;
             }
             if p.set_originated {
-                r.speaker.set_originated(originated(&next.originate))?;
+                r.speaker
+                    .set_originated(originated(next.originate.iter()))?;
             }
         }
         if p.set_blackholes && self.settings.pod_cidr_source == PodCidrSource::Blocks {
@@ -382,21 +382,6 @@ async fn blocks_changed(
         Some(rx) => rx.changed().await,
         None => std::future::pending().await,
     }
-}
-
-fn originated(prefixes: &BTreeSet<Prefix>) -> Vec<(Prefix, PathAttributes)> {
-    prefixes
-        .iter()
-        .map(|p| {
-            (
-                *p,
-                PathAttributes {
-                    origin: Origin::Igp,
-                    ..PathAttributes::default()
-                },
-            )
-        })
-        .collect()
 }
 
 async fn forward_rib_events(
