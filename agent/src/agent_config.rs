@@ -11,8 +11,9 @@ use bgp::types::Prefix;
 use serde::Deserialize;
 
 use crate::config::{
-    default_convergence_timeout, default_listen_port, default_max_paths, default_metrics,
-    default_socket, default_true, locate, neighbor_config, ConfigError, KernelFile, NeighborFile,
+    common_settings, default_convergence_timeout, default_listen_port, default_max_paths,
+    default_metrics, default_socket, default_true, locate, neighbor_config, ConfigError,
+    KernelFile, NeighborFile,
 };
 
 /// Default AS number of nodes without a `routelet.io/asn` annotation (the first private ASN,
@@ -267,26 +268,8 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
             "AS number 0 is reserved (RFC 7607)".into(),
         ));
     }
-    if file.max_paths == 0 || file.max_paths > 64 {
-        return Err(invalid(
-            "max_paths".into(),
-            "max_paths:",
-            0,
-            "must be 1..=64".into(),
-        ));
-    }
-    let metrics = if file.metrics_address.is_empty() {
-        None
-    } else {
-        Some(file.metrics_address.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "metrics_address".into(),
-                "metrics_address:",
-                0,
-                format!("`{}` is not host:port ({e})", file.metrics_address),
-            )
-        })?)
-    };
+    let metrics = common_settings(file.max_paths, &file.metrics_address)
+        .map_err(|(key, message)| invalid(key.into(), &format!("{key}:"), 0, message))?;
     let cluster_cidrs = file.cluster_cidr.into_vec();
     if cluster_cidrs.is_empty() {
         return Err(invalid(
@@ -596,6 +579,17 @@ peers:                         # routers every node peers with (the ToR pair, a 
                 "load_balancer_ips: true",
                 "load_balancer_ip: true",
                 "load_balancer_ip",
+            ),
+            ("asn: 64512 ", "max_paths: 0\nasn: 64512 ", "`max_paths`"),
+            (
+                "asn: 64512 ",
+                "metrics_address: nowhere\nasn: 64512 ",
+                "`metrics_address`",
+            ),
+            (
+                "asn: 64512 ",
+                "namespace: Bad_Name\nasn: 64512 ",
+                "`namespace`",
             ),
         ];
         for (from, to, expect) in cases {

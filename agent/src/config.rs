@@ -207,26 +207,8 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
             format!("{} is not a usable BGP identifier", file.router_id),
         ));
     }
-    if file.max_paths == 0 || file.max_paths > 64 {
-        return Err(invalid(
-            "max_paths".into(),
-            "max_paths:",
-            0,
-            "must be 1..=64".into(),
-        ));
-    }
-    let metrics = if file.metrics_address.is_empty() {
-        None
-    } else {
-        Some(file.metrics_address.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "metrics_address".into(),
-                "metrics_address:",
-                0,
-                format!("`{}` is not host:port ({e})", file.metrics_address),
-            )
-        })?)
-    };
+    let metrics = common_settings(file.max_paths, &file.metrics_address)
+        .map_err(|(key, message)| invalid(key.into(), &format!("{key}:"), 0, message))?;
     let mut seen = HashSet::new();
     let mut neighbors = Vec::new();
     for (i, n) in file.neighbors.iter().enumerate() {
@@ -303,6 +285,29 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
         originate,
         kernel: file.kernel,
     })
+}
+
+/// Settings the speaker and the agent files share: `max_paths` (1..=64) and
+/// `metrics_address` (host:port, empty = off). Err is (key, message).
+pub(crate) fn common_settings(
+    max_paths: usize,
+    metrics_address: &str,
+) -> Result<Option<SocketAddr>, (&'static str, String)> {
+    if max_paths == 0 || max_paths > 64 {
+        return Err(("max_paths", "must be 1..=64".into()));
+    }
+    if metrics_address.is_empty() {
+        return Ok(None);
+    }
+    metrics_address
+        .parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|e| {
+            (
+                "metrics_address",
+                format!("`{metrics_address}` is not host:port ({e})"),
+            )
+        })
 }
 
 /// A neighbor field that failed validation.
