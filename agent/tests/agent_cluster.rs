@@ -196,8 +196,8 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
             seen.push_str(&format!("n1 {n1:?} n2 {n2:?}; "));
             Ok(n1 == vec![node_addr(2), node_addr(3)] && n2 == vec![node_addr(1), node_addr(3)])
         })?;
-        // Past the reflector's hold time, when it stops reflecting.
-        std::thread::sleep(Duration::from_secs(4));
+        // Past the reflector's hold time (10 s), when it stops reflecting.
+        std::thread::sleep(Duration::from_secs(11));
         let (rounds, misses) = sampler.finish();
         ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
         ensure(

@@ -3,7 +3,7 @@
 //! prefix it brought has another path (the reflector has reflected it), its session is down,
 //! or `DRAIN_TIMEOUT` passes. Only then is it removed, so no route is ever missing in between.
 //! The other direction (the last reflector annotation removed: reflectors -> full mesh) is
-//! covered on the reflector's side: it keeps reflecting for `DEMOTE_HOLD` while its former
+//! covered on the reflector's side: it keeps reflecting for `DEMOTE_HOLD` (10 s) while its former
 //! clients bring up their new mesh sessions (`hold_reflector_role`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +15,10 @@ use bgp::config::NeighborConfig;
 /// Longest time a dropped session is kept waiting for alternative paths.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a node that stops being a reflector keeps reflecting to its former clients.
-pub const DEMOTE_HOLD: Duration = Duration::from_secs(3);
+/// How long a node that stops being a reflector keeps reflecting to its former clients. Longer
+/// than a connect retry (5 s): when both former clients add each other at once, one may reach
+/// the other before it knows the new neighbor, be refused, and retry only after the backoff.
+pub const DEMOTE_HOLD: Duration = Duration::from_secs(10);
 
 /// `next` with `prev`'s reflector role kept: same cluster id, and every neighbor that was a
 /// route-reflector client in `prev` (and is still a neighbor) still flagged as one.
