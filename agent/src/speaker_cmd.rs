@@ -57,6 +57,21 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
 }
 
 /// The routes `originate` asks for.
+/// A running FIB writer: its command channel and the counters it keeps for the metrics.
+pub type FibHandle = (Option<mpsc::Sender<FibCommand>>, Option<Arc<FibStats>>);
+
+/// Starts the FIB writer task for `kernel` (nothing when `install` is off).
+pub fn start_fib(kernel: &crate::config::KernelFile) -> Result<FibHandle, fib::FibError> {
+    if !kernel.install {
+        return Ok((None, None));
+    }
+    let fib = Fib::new(kernel.table, fib::ROUTELET_PROTOCOL)?;
+    let stats = Arc::new(FibStats::default());
+    let (tx, rx) = mpsc::channel(1024);
+    fib::spawn_fib_task(fib, rx, stats.clone());
+    Ok((Some(tx), Some(stats)))
+}
+
 /// Locally originated routes: each prefix with ORIGIN IGP and nothing else.
 pub fn originated<'a>(
     prefixes: impl IntoIterator<Item = &'a Prefix>,
@@ -150,15 +165,7 @@ pub async fn run(settings: SpeakerSettings, config_path: &Path) -> Result<(), Ru
     speaker.set_originated(originated(&settings.originate))?;
     crate::control::serve(&settings.socket, speaker.clone())?;
 
-    let (fib_tx, fib_stats) = if settings.kernel.install {
-        let fib = Fib::new(settings.kernel.table, fib::ROUTELET_PROTOCOL)?;
-        let stats = Arc::new(FibStats::default());
-        let (tx, rx) = mpsc::channel(1024);
-        fib::spawn_fib_task(fib, rx, stats.clone());
-        (Some(tx), Some(stats))
-    } else {
-        (None, None)
-    };
+    let (fib_tx, fib_stats) = start_fib(&settings.kernel)?;
     if let Some(addr) = settings.metrics {
         if let Err(e) = crate::metrics::serve(addr, speaker.clone(), fib_stats).await {
             error!(%addr, error = %e, "cannot serve metrics");

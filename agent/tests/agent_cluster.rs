@@ -95,6 +95,21 @@ impl RouteSampler {
         }
     }
 
+    /// Stops sampling and fails unless it ran at least 20 rounds and never saw a route missing.
+    fn finish_without_gaps(self, during: &str) -> Result<()> {
+        let (rounds, misses) = self.finish();
+        println!("route sampler ({during}): {rounds} rounds");
+        ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
+        ensure(
+            misses.is_empty(),
+            format!(
+                "routes missing during {during} ({} of {rounds} rounds): {:?}",
+                misses.len(),
+                &misses[..misses.len().min(10)]
+            ),
+        )
+    }
+
     /// Stops sampling; (number of sampling rounds, misses).
     fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
@@ -158,17 +173,7 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
         )?;
         // Keep sampling a little after the switch.
         std::thread::sleep(Duration::from_secs(1));
-        let (rounds, misses) = sampler.finish();
-        println!("route sampler: {rounds} rounds");
-        ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
-        ensure(
-            misses.is_empty(),
-            format!(
-                "routes missing during the switch ({} of {rounds} rounds): {:?}",
-                misses.len(),
-                &misses[..misses.len().min(10)]
-            ),
-        )?;
+        sampler.finish_without_gaps("the switch")?;
         let mut seen = String::new();
         ensure(
             c.pod_routes_complete(NODES, &mut seen)?,
@@ -198,16 +203,7 @@ fn full_mesh_then_route_reflector_switch_keeps_every_route() -> Result<()> {
         })?;
         // Past the reflector's hold time (10 s), when it stops reflecting.
         std::thread::sleep(Duration::from_secs(11));
-        let (rounds, misses) = sampler.finish();
-        ensure(rounds >= 20, format!("the sampler ran ({rounds} rounds)"))?;
-        ensure(
-            misses.is_empty(),
-            format!(
-                "routes missing during the switch back ({} of {rounds} rounds): {:?}",
-                misses.len(),
-                &misses[..misses.len().min(10)]
-            ),
-        )?;
+        sampler.finish_without_gaps("the switch back")?;
         let mut seen = String::new();
         ensure(
             c.pod_routes_complete(NODES, &mut seen)?,

@@ -20,10 +20,10 @@ use crate::agent_config::{AgentSettings, PodCidrSource};
 use crate::desired::{
     desired_state, DesiredError, DesiredState, ObjectRef, Problem, Role, Snapshot,
 };
-use crate::fib::{self, Fib, FibCommand, FibStats};
+use crate::fib::{self, FibCommand, FibStats};
 use crate::ipam::blocks::BlockTable;
 use crate::k8s::watch::ClusterCache;
-use crate::speaker_cmd::{fib_commands, originated};
+use crate::speaker_cmd::{fib_commands, originated, start_fib};
 
 /// Changes arriving within this window after the first are handled together (the three
 /// watches often fire in a burst); well under the 100 ms reaction target.
@@ -102,15 +102,7 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         None
     };
 
-    let (fib_tx, fib_stats) = if settings.kernel.install {
-        let fib = Fib::new(settings.kernel.table, fib::ROUTELET_PROTOCOL)?;
-        let stats = Arc::new(FibStats::default());
-        let (tx, rx) = mpsc::channel(1024);
-        fib::spawn_fib_task(fib, rx, stats.clone());
-        (Some(tx), Some(stats))
-    } else {
-        (None, None)
-    };
+    let (fib_tx, fib_stats) = start_fib(&settings.kernel)?;
 
     let mut agent = Reconciler {
         settings,
