@@ -1,7 +1,6 @@
 //! `routelet speaker`: a standalone BGP daemon from a YAML file (no Kubernetes) — the speaker,
 //! its status socket, metrics, and the FIB writer wired together; SIGHUP reloads the file.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::{self, SpeakerSettings};
-use crate::fib::{self, Fib, FibCommand, FibStats};
+use crate::fib::{self, Fib, FibCommand, FibStats, NextHop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -41,7 +40,8 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
                 next_hops,
                 ..
             } => {
-                let mut hops: Vec<IpAddr> = next_hops.iter().map(|n| n.addr).collect();
+                let mut hops: Vec<NextHop> =
+                    next_hops.iter().map(|n| NextHop::from(n.addr)).collect();
                 hops.dedup();
                 FibCommand::Set {
                     prefix,

@@ -11,18 +11,18 @@ use std::time::{Duration, Instant};
 
 use agent::fib::{
     spawn_fib_task, spawn_fib_task_with, Fib, FibCommand, FibError, FibOp, FibStats, FibTaskConfig,
-    KernelRoute, Prefix, BLACKHOLE, MAIN_TABLE, ROUTELET_PROTOCOL,
+    KernelRoute, NextHop, Prefix, BLACKHOLE, MAIN_TABLE, ROUTELET_PROTOCOL,
 };
 use support::netns::NetNs;
 
-type RouteMap = BTreeMap<Prefix, Vec<IpAddr>>;
+type RouteMap = BTreeMap<Prefix, Vec<NextHop>>;
 
 fn p(s: &str) -> Prefix {
     s.parse().expect("prefix")
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
+fn ip(s: &str) -> NextHop {
+    NextHop::from(s.parse::<IpAddr>().expect("address"))
 }
 
 fn route(prefix: &str, hops: &[&str]) -> KernelRoute {
@@ -32,11 +32,18 @@ fn route(prefix: &str, hops: &[&str]) -> KernelRoute {
     }
 }
 
+fn blackhole(prefix: &str) -> KernelRoute {
+    KernelRoute {
+        prefix: p(prefix),
+        next_hops: vec![BLACKHOLE],
+    }
+}
+
 fn map(entries: &[(&str, &[&str])]) -> RouteMap {
     entries
         .iter()
         .map(|(prefix, hops)| {
-            let mut hops: Vec<IpAddr> = hops.iter().map(|h| ip(h)).collect();
+            let mut hops: Vec<NextHop> = hops.iter().map(|h| ip(h)).collect();
             hops.sort();
             (p(prefix), hops)
         })
@@ -55,13 +62,25 @@ fn setup() -> NetNs {
     ns
 }
 
-fn parse_ip_routes(value: &serde_json::Value, v6: bool) -> RouteMap {
+fn parse_ip_routes(ns: &NetNs, value: &serde_json::Value, v6: bool) -> RouteMap {
     let mut out = RouteMap::new();
-    let gateway = |h: &serde_json::Value| -> Option<IpAddr> {
-        h.get("gateway")
+    let gateway = |h: &serde_json::Value| -> Option<NextHop> {
+        let mut hop = h
+            .get("gateway")
             .or_else(|| h.get("via").and_then(|v| v.get("host")))
             .and_then(|g| g.as_str())
-            .map(ip)
+            .map(ip)?;
+        let onlink = h
+            .get("flags")
+            .and_then(|f| f.as_array())
+            .is_some_and(|f| f.iter().any(|f| f.as_str() == Some("onlink")));
+        if onlink {
+            hop.onlink_dev = h
+                .get("dev")
+                .and_then(|d| d.as_str())
+                .map(|d| ifindex_of(ns, d));
+        }
+        Some(hop)
     };
     for entry in value.as_array().expect("route list") {
         let dst = entry["dst"].as_str().expect("dst");
@@ -72,7 +91,7 @@ fn parse_ip_routes(value: &serde_json::Value, v6: bool) -> RouteMap {
             (d, true) if !d.contains('/') => format!("{d}/128"),
             (d, _) => d.to_string(),
         };
-        let mut hops: Vec<IpAddr> = match entry.get("nexthops").and_then(|n| n.as_array()) {
+        let mut hops: Vec<NextHop> = match entry.get("nexthops").and_then(|n| n.as_array()) {
             Some(nhs) => nhs.iter().filter_map(gateway).collect(),
             None if entry.get("type").and_then(|t| t.as_str()) == Some("blackhole") => {
                 vec![BLACKHOLE]
@@ -85,13 +104,25 @@ fn parse_ip_routes(value: &serde_json::Value, v6: bool) -> RouteMap {
     out
 }
 
+/// The interface index of `name` in `ns`.
+fn ifindex_of(ns: &NetNs, name: &str) -> u32 {
+    ns.ip_json(&["link", "show", "dev", name])
+        .get(0)
+        .and_then(|l| l.get("ifindex"))
+        .and_then(|i| i.as_u64())
+        .and_then(|i| u32::try_from(i).ok())
+        .expect("ifindex")
+}
+
 /// Routes in the main table with the given protocol, both families, as the kernel reports.
 fn kernel_routes_proto(ns: &NetNs, proto: &str) -> RouteMap {
     let mut routes = parse_ip_routes(
+        ns,
         &ns.ip_json(&["-4", "route", "show", "table", "main", "proto", proto]),
         false,
     );
     routes.extend(parse_ip_routes(
+        ns,
         &ns.ip_json(&["-6", "route", "show", "table", "main", "proto", proto]),
         true,
     ));
@@ -558,6 +589,72 @@ fn set(prefix: &str, hops: &[&str]) -> FibCommand {
     }
 }
 
+/// Static on-link routes (the VXLAN datapath's `via VTEP dev vxlan onlink`): installed with
+/// RTNH_F_ONLINK through a gateway on no connected subnet, read back by the dump as the same
+/// next hop, shadowing a learned route which comes back when the static route goes.
+#[test]
+fn fib_task_installs_onlink_static_routes() {
+    let ns = setup();
+    ns.block_on(|| async {
+        let dev = ifindex_of(&ns, "d0");
+        let vtep = |gw: &str| NextHop::onlink(gw.parse().expect("ip"), dev);
+        let stats = Arc::new(FibStats::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let task = spawn_fib_task(new_fib(), rx, Arc::clone(&stats));
+        tx.send(set("10.244.2.0/24", &["10.0.0.9"]))
+            .await
+            .expect("send");
+        let statics = vec![
+            KernelRoute {
+                prefix: p("10.244.2.0/24"),
+                next_hops: vec![vtep("10.244.2.0")],
+            },
+            KernelRoute {
+                prefix: p("10.244.3.0/24"),
+                next_hops: vec![vtep("10.244.3.0"), ip("10.0.0.8")],
+            },
+        ];
+        tx.send(FibCommand::SetStatic(statics.clone()))
+            .await
+            .expect("send");
+        let mut want = RouteMap::new();
+        for r in &statics {
+            let mut hops = r.next_hops.clone();
+            hops.sort();
+            want.insert(r.prefix, hops);
+        }
+        wait_for("on-link routes installed", Duration::from_secs(5), || {
+            kernel_routes(&ns) == want
+        })
+        .await;
+        let out = ns.ip(&["-4", "route", "show", "10.244.2.0/24", "proto", "200"]);
+        assert!(
+            out.contains("via 10.244.2.0 dev d0") && out.contains("onlink"),
+            "{out}"
+        );
+        let mut dumped = dump_map(new_fib().dump().await.expect("dump"));
+        for hops in dumped.values_mut() {
+            hops.sort();
+        }
+        assert_eq!(
+            dumped, want,
+            "the dump reads on-link next hops back unchanged"
+        );
+        // A resync finds nothing to repair (the dump matches what we asked for).
+        let errors = stats.install_errors.load(Ordering::Relaxed);
+        assert_eq!(errors, 0);
+        // The static routes go: the learned route comes back, the other prefix is removed.
+        tx.send(FibCommand::SetStatic(vec![])).await.expect("send");
+        let learned = map(&[("10.244.2.0/24", &["10.0.0.9"])]);
+        wait_for("learned route back", Duration::from_secs(5), || {
+            kernel_routes(&ns) == learned
+        })
+        .await;
+        tx.send(FibCommand::Shutdown).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    });
+}
+
 #[test]
 fn fib_task_keeps_stale_routes_until_converged() {
     let ns = setup();
@@ -653,9 +750,9 @@ fn fib_task_blackholes_shadow_learned_routes() {
         tx.send(set("10.244.0.0/26", &["10.0.0.9"]))
             .await
             .expect("send");
-        tx.send(FibCommand::SetBlackholes(vec![
-            p("10.244.0.0/26"),
-            p("fd00:10:244::/122"),
+        tx.send(FibCommand::SetStatic(vec![
+            blackhole("10.244.0.0/26"),
+            blackhole("fd00:10:244::/122"),
         ]))
         .await
         .expect("send");
@@ -686,9 +783,7 @@ fn fib_task_blackholes_shadow_learned_routes() {
         })
         .await;
         // The block is released: the shadowed learned route comes back, the v6 one goes.
-        tx.send(FibCommand::SetBlackholes(vec![]))
-            .await
-            .expect("send");
+        tx.send(FibCommand::SetStatic(vec![])).await.expect("send");
         let released = map(&[
             ("10.244.0.0/26", &["10.0.0.7"]),
             ("10.9.0.0/16", &["10.0.0.7"]),
@@ -701,7 +796,7 @@ fn fib_task_blackholes_shadow_learned_routes() {
         .await;
         assert_eq!(stats.install_errors.load(Ordering::Relaxed), 0);
         // Blackholes are read back by the dump as such.
-        tx.send(FibCommand::SetBlackholes(vec![p("10.244.1.0/26")]))
+        tx.send(FibCommand::SetStatic(vec![blackhole("10.244.1.0/26")]))
             .await
             .expect("send");
         wait_for("new blackhole", Duration::from_secs(5), || {
@@ -882,7 +977,9 @@ fn raw_baseline(table: u32, protocol: u8) -> Duration {
                 prefix.addr(),
             )));
         msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::from(ip("10.0.0.1"))));
+            .push(RouteAttribute::Gateway(RouteAddress::from(
+                ip("10.0.0.1").gateway,
+            )));
         let mut nl = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(msg));
         nl.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         nl.header.sequence_number = i + 1;

@@ -299,8 +299,14 @@ impl Reconciler {
         if p.set_blackholes {
             if let Some(tx) = &self.fib_tx {
                 let _ = tx
-                    .send(FibCommand::SetBlackholes(
-                        next.blackholes.iter().copied().collect(),
+                    .send(FibCommand::SetStatic(
+                        next.blackholes
+                            .iter()
+                            .map(|prefix| fib::KernelRoute {
+                                prefix: *prefix,
+                                next_hops: vec![fib::BLACKHOLE],
+                            })
+                            .collect(),
                     ))
                     .await;
             }

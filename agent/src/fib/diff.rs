@@ -2,10 +2,9 @@
 //! desired one (next-hop order-insensitive).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use super::message::canonical_next_hops;
-use super::{FibOp, KernelRoute, Prefix};
+use super::{FibOp, KernelRoute, NextHop, Prefix};
 
 /// Operations turning `kernel` (our routes as dumped) into `desired`.
 ///
@@ -15,13 +14,13 @@ use super::{FibOp, KernelRoute, Prefix};
 /// * prefixes are compared after masking host bits.
 ///
 /// The output is sorted (deletes after replaces, each by prefix) so it is deterministic.
-pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> Vec<FibOp> {
-    let desired: HashMap<Prefix, Vec<IpAddr>> = desired
+pub fn diff(desired: &HashMap<Prefix, Vec<NextHop>>, kernel: &[KernelRoute]) -> Vec<FibOp> {
+    let desired: HashMap<Prefix, Vec<NextHop>> = desired
         .iter()
         .filter(|(_, nh)| !nh.is_empty())
         .map(|(p, nh)| (p.trunc(), canonical_next_hops(nh)))
         .collect();
-    let mut kernel_map: HashMap<Prefix, Vec<IpAddr>> = HashMap::with_capacity(kernel.len());
+    let mut kernel_map: HashMap<Prefix, Vec<NextHop>> = HashMap::with_capacity(kernel.len());
     for route in kernel {
         // Duplicate dumps of one prefix (should not happen in one table) merge their hops.
         kernel_map
@@ -59,11 +58,11 @@ pub fn diff(desired: &HashMap<Prefix, Vec<IpAddr>>, kernel: &[KernelRoute]) -> V
 /// `delete_stale` (before routing has converged, routes left by a previous run stay).
 pub fn route_op(
     prefix: Prefix,
-    desired: Option<&[IpAddr]>,
-    installed: Option<&[IpAddr]>,
+    desired: Option<&[NextHop]>,
+    installed: Option<&[NextHop]>,
     delete_stale: bool,
 ) -> Option<FibOp> {
-    let route = |hops: &[IpAddr]| KernelRoute {
+    let route = |hops: &[NextHop]| KernelRoute {
         prefix,
         next_hops: hops.to_vec(),
     };
@@ -83,8 +82,10 @@ mod tests {
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
     }
-    fn ips(v: &[&str]) -> Vec<IpAddr> {
-        v.iter().map(|s| s.parse().unwrap()).collect()
+    fn ips(v: &[&str]) -> Vec<NextHop> {
+        v.iter()
+            .map(|s| NextHop::from(s.parse::<std::net::IpAddr>().unwrap()))
+            .collect()
     }
     fn kr(prefix: &str, hops: &[&str]) -> KernelRoute {
         KernelRoute {

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use netlink_packet_route::{
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
-        RouteProtocol, RouteScope, RouteType, RouteVia,
+        RouteNextHopFlags, RouteProtocol, RouteScope, RouteType, RouteVia,
     },
     AddressFamily,
 };
 
-use super::{FibError, FibOpKind, KernelRoute, Prefix};
+use super::{FibError, FibOpKind, KernelRoute, NextHop, Prefix};
 
 /// Which table/protocol/link-local interface a [`super::Fib`] programs; shared by the builders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ fn gateway_attribute(prefix: &Prefix, next_hop: &IpAddr) -> Result<RouteAttribut
 }
 
 /// Sorted, de-duplicated next hops: the canonical form used for comparisons and requests.
-pub(crate) fn canonical_next_hops(next_hops: &[IpAddr]) -> Vec<IpAddr> {
+pub fn canonical_next_hops(next_hops: &[NextHop]) -> Vec<NextHop> {
     let mut v = next_hops.to_vec();
     v.sort_unstable();
     v.dedup();
@@ -101,8 +101,11 @@ pub(crate) fn build_replace(
         }
         [single] => {
             msg.attributes
-                .push(gateway_attribute(&route.prefix, single).map_err(invalid)?);
-            if is_ipv6_link_local(single) {
+                .push(gateway_attribute(&route.prefix, &single.gateway).map_err(invalid)?);
+            if let Some(dev) = single.onlink_dev {
+                msg.header.flags |= RouteFlags::Onlink;
+                msg.attributes.push(RouteAttribute::Oif(dev));
+            } else if is_ipv6_link_local(&single.gateway) {
                 let ifindex = params.link_local_ifindex.ok_or_else(|| {
                     invalid("IPv6 link-local next hop needs an interface (Fib::with_ifindex)")
                 })?;
@@ -114,8 +117,11 @@ pub(crate) fn build_replace(
             for nh in many {
                 let mut hop = RouteNextHop::default();
                 hop.attributes
-                    .push(gateway_attribute(&route.prefix, nh).map_err(invalid)?);
-                if is_ipv6_link_local(nh) {
+                    .push(gateway_attribute(&route.prefix, &nh.gateway).map_err(invalid)?);
+                if let Some(dev) = nh.onlink_dev {
+                    hop.flags |= RouteNextHopFlags::Onlink;
+                    hop.interface_index = dev;
+                } else if is_ipv6_link_local(&nh.gateway) {
                     hop.interface_index = params.link_local_ifindex.ok_or_else(|| {
                         invalid("IPv6 link-local next hop needs an interface (Fib::with_ifindex)")
                     })?;
@@ -210,14 +216,35 @@ pub(crate) fn parse_route(msg: &RouteMessage, params: &RouteParams) -> Option<Ke
         });
     }
     let mut next_hops = Vec::new();
+    // The output interface only matters for on-link next hops (elsewhere the kernel derives
+    // it from the gateway).
+    let onlink_oif = if header.flags.contains(RouteFlags::Onlink) {
+        msg.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })
+    } else {
+        None
+    };
     for attr in &msg.attributes {
         if let RouteAttribute::MultiPath(hops) = attr {
-            next_hops.extend(
-                hops.iter()
-                    .flat_map(|h| h.attributes.iter().filter_map(attribute_next_hop)),
-            );
-        } else if let Some(nh) = attribute_next_hop(attr) {
-            next_hops.push(nh);
+            for hop in hops {
+                let dev = hop
+                    .flags
+                    .contains(RouteNextHopFlags::Onlink)
+                    .then_some(hop.interface_index);
+                next_hops.extend(hop.attributes.iter().filter_map(attribute_next_hop).map(
+                    |gateway| NextHop {
+                        gateway,
+                        onlink_dev: dev,
+                    },
+                ));
+            }
+        } else if let Some(gateway) = attribute_next_hop(attr) {
+            next_hops.push(NextHop {
+                gateway,
+                onlink_dev: onlink_oif,
+            });
         }
     }
     Some(KernelRoute {
@@ -239,8 +266,8 @@ mod tests {
         metric: None,
     };
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn hop(s: &str) -> NextHop {
+        NextHop::from(s.parse::<IpAddr>().unwrap())
     }
 
     fn round_trip(msg: &RouteMessage) -> RouteMessage {
@@ -252,7 +279,7 @@ mod tests {
     fn check_round_trip(prefix: &str, hops: &[&str]) {
         let route = KernelRoute {
             prefix: prefix.parse().unwrap(),
-            next_hops: hops.iter().map(|h| ip(h)).collect(),
+            next_hops: hops.iter().map(|h| hop(h)).collect(),
         };
         let msg = build_replace(&route, &PARAMS).unwrap();
         let parsed = parse_route(&round_trip(&msg), &PARAMS).unwrap();
@@ -271,16 +298,42 @@ mod tests {
         check_round_trip("fd00:10:244::/122", &["0.0.0.0"]);
         let mixed = KernelRoute {
             prefix: "10.3.0.0/16".parse().unwrap(),
-            next_hops: vec![ip("0.0.0.0"), ip("10.0.0.1")],
+            next_hops: vec![hop("0.0.0.0"), hop("10.0.0.1")],
         };
         assert!(build_replace(&mixed, &PARAMS).is_err());
+    }
+
+    #[test]
+    fn onlink_next_hops_round_trip_single_and_multipath() {
+        let vtep = |s: &str, dev| NextHop::onlink(s.parse().unwrap(), dev);
+        for hops in [
+            vec![vtep("10.244.2.0", 7)],
+            vec![vtep("10.244.2.0", 7), hop("10.0.0.1")],
+        ] {
+            let route = KernelRoute {
+                prefix: "10.244.2.0/24".parse().unwrap(),
+                next_hops: hops.clone(),
+            };
+            let msg = build_replace(&route, &PARAMS).unwrap();
+            let parsed = parse_route(&round_trip(&msg), &PARAMS).unwrap();
+            assert_eq!(parsed.next_hops, canonical_next_hops(&hops));
+        }
+        // A plain route's output interface (which the kernel reports) is not an on-link hop.
+        let route = KernelRoute {
+            prefix: "10.1.0.0/16".parse().unwrap(),
+            next_hops: vec![hop("10.0.0.1")],
+        };
+        let mut msg = build_replace(&route, &PARAMS).unwrap();
+        msg.attributes.push(RouteAttribute::Oif(3));
+        let parsed = parse_route(&round_trip(&msg), &PARAMS).unwrap();
+        assert_eq!(parsed.next_hops, vec![hop("10.0.0.1")]);
     }
 
     #[test]
     fn multipath_uses_one_attribute_and_via_for_cross_family() {
         let route = KernelRoute {
             prefix: "10.2.0.0/24".parse().unwrap(),
-            next_hops: vec![ip("2001:db8::1"), ip("2001:db8::2")],
+            next_hops: vec![hop("2001:db8::1"), hop("2001:db8::2")],
         };
         let msg = build_replace(&route, &PARAMS).unwrap();
         let hops = msg
@@ -306,7 +359,7 @@ mod tests {
     fn host_bits_are_masked_and_invalid_routes_rejected() {
         let route = KernelRoute {
             prefix: "10.1.2.3/16".parse().unwrap(),
-            next_hops: vec![ip("10.0.0.1")],
+            next_hops: vec![hop("10.0.0.1")],
         };
         let parsed = parse_route(
             &round_trip(&build_replace(&route, &PARAMS).unwrap()),
@@ -317,7 +370,7 @@ mod tests {
 
         let v6_via_v4 = KernelRoute {
             prefix: "2001:db8:1::/48".parse().unwrap(),
-            next_hops: vec![ip("10.0.0.1")],
+            next_hops: vec![hop("10.0.0.1")],
         };
         assert!(matches!(
             build_replace(&v6_via_v4, &PARAMS),
@@ -330,7 +383,7 @@ mod tests {
         assert!(build_replace(&empty, &PARAMS).is_err());
         let link_local = KernelRoute {
             prefix: "2001:db8:1::/48".parse().unwrap(),
-            next_hops: vec![ip("fe80::1")],
+            next_hops: vec![hop("fe80::1")],
         };
         assert!(build_replace(&link_local, &PARAMS).is_err());
         let with_if = RouteParams {
@@ -345,7 +398,7 @@ mod tests {
     fn parse_ignores_other_protocols_tables_and_clones() {
         let route = KernelRoute {
             prefix: "10.1.0.0/16".parse().unwrap(),
-            next_hops: vec![ip("10.0.0.1")],
+            next_hops: vec![hop("10.0.0.1")],
         };
         let msg = build_replace(&route, &PARAMS).unwrap();
         let mut other_proto = msg.clone();
@@ -370,7 +423,7 @@ mod tests {
         };
         let route = KernelRoute {
             prefix: "10.1.0.0/16".parse().unwrap(),
-            next_hops: vec![ip("10.0.0.1")],
+            next_hops: vec![hop("10.0.0.1")],
         };
         let msg = build_replace(&route, &params).unwrap();
         assert!(msg.attributes.contains(&RouteAttribute::Priority(50)));

@@ -22,6 +22,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 pub use diff::{diff, route_op};
+pub use message::canonical_next_hops;
 pub use task::{spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig};
 
 use batch::{BatchSocket, Outcome};
@@ -43,7 +44,50 @@ pub const MAIN_TABLE: u32 = 254;
 /// A next-hop list of exactly `[BLACKHOLE]` is a blackhole route (`ip route add blackhole`):
 /// packets to the prefix are dropped here. 0.0.0.0 can never be a gateway, so the sentinel
 /// cannot be confused with a real next hop.
-pub const BLACKHOLE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+pub const BLACKHOLE: NextHop = NextHop {
+    gateway: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    onlink_dev: None,
+};
+
+/// One next hop of a kernel route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHop {
+    pub gateway: IpAddr,
+    /// With an interface index the gateway is used *on link* through that interface
+    /// (`via GW dev DEV onlink`, RTNH_F_ONLINK) even though no subnet of the interface
+    /// contains it: the VXLAN datapath routes a remote pod CIDR via the remote VTEP address
+    /// this way. Without one the kernel resolves the gateway on a connected subnet.
+    pub onlink_dev: Option<u32>,
+}
+
+impl NextHop {
+    /// `via gateway onlink dev ifindex`.
+    pub fn onlink(gateway: IpAddr, ifindex: u32) -> NextHop {
+        NextHop {
+            gateway,
+            onlink_dev: Some(ifindex),
+        }
+    }
+}
+
+impl From<IpAddr> for NextHop {
+    fn from(gateway: IpAddr) -> NextHop {
+        NextHop {
+            gateway,
+            onlink_dev: None,
+        }
+    }
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.onlink_dev {
+            _ if *self == BLACKHOLE => f.write_str("blackhole"),
+            Some(dev) => write!(f, "{} onlink dev #{dev}", self.gateway),
+            None => write!(f, "{}", self.gateway),
+        }
+    }
+}
 
 /// One route of ours in the kernel: more than one next hop is a single multipath (ECMP)
 /// route; `[BLACKHOLE]` is a blackhole route. A next hop may be of the other family than the prefix for IPv4 prefixes (an IPv6
@@ -51,7 +95,7 @@ pub const BLACKHOLE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KernelRoute {
     pub prefix: Prefix,
-    pub next_hops: Vec<IpAddr>,
+    pub next_hops: Vec<NextHop>,
 }
 
 /// One change to apply to the kernel.
@@ -183,7 +227,7 @@ pub struct DumpedRoutes {
     /// Each route's (truncated) prefix and its index into `hop_sets`.
     pub routes: Vec<(Prefix, u32)>,
     /// Distinct canonical next-hop sets (empty for a route of ours without a gateway).
-    pub hop_sets: Vec<Vec<IpAddr>>,
+    pub hop_sets: Vec<Vec<NextHop>>,
     /// Dumped messages that could not be parsed (skipped).
     pub unparsable: usize,
 }
@@ -266,7 +310,7 @@ impl Fib {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut out = DumpedRoutes::default();
-            let mut index: HashMap<Vec<IpAddr>, u32> = HashMap::new();
+            let mut index: HashMap<Vec<NextHop>, u32> = HashMap::new();
             for (family, name) in [
                 (AddressFamily::Inet, "IPv4"),
                 (AddressFamily::Inet6, "IPv6"),

@@ -3,7 +3,6 @@
 //! and periodically re-dumps the kernel to repair routes of ours changed by someone else.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,19 +15,21 @@ use tracing::{debug, info, warn};
 use super::message::canonical_next_hops;
 use bgp::prefix_map::PrefixMap;
 
-use super::{route_op, Fib, FibOp, FibOpKind, Prefix};
+use super::{route_op, Fib, FibOp, FibOpKind, KernelRoute, NextHop, Prefix};
 
 /// Commands driving the FIB task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibCommand {
-    /// Desired next hops for `prefix`; an empty list removes the route.
+    /// Desired next hops for `prefix` (a best path learned over BGP); an empty list removes
+    /// the route.
     Set {
         prefix: Prefix,
-        next_hops: Vec<IpAddr>,
+        next_hops: Vec<NextHop>,
     },
-    /// The complete set of local blackhole routes (own pod blocks). A blackhole takes the
-    /// prefix over from any route `Set` for it, which comes back when the blackhole goes.
-    SetBlackholes(Vec<Prefix>),
+    /// The complete set of static routes (blackholes for own pod blocks, host-gw and VXLAN
+    /// routes to other nodes' pod CIDRs). A static route takes its prefix over from any
+    /// route `Set` for it, which comes back when the static route goes.
+    SetStatic(Vec<KernelRoute>),
     /// Initial routing has converged: routes of ours left in the kernel by a previous run
     /// that are still not desired are deleted now, and from then on kernel == desired.
     Converged,
@@ -87,7 +88,7 @@ pub fn spawn_fib_task_with(
         config,
         routes: PrefixMap::new(),
         hops: HopSets::default(),
-        blackholes: HashMap::new(),
+        statics: HashMap::new(),
         installed: 0,
         converged: false,
     };
@@ -102,11 +103,19 @@ struct FibTask {
     /// dump + our successful operations). Entries with neither are removed.
     routes: PrefixMap<RouteState>,
     hops: HopSets,
-    /// Blackholed prefixes, each with the desired route it shadows (a handful per node).
-    blackholes: HashMap<Prefix, Option<HopId>>,
+    /// Prefixes with a static route, each with the static route's hop set and the desired
+    /// (BGP) route it shadows (one per node and pod block).
+    statics: HashMap<Prefix, StaticRoute>,
     /// Routes with `installed` set.
     installed: usize,
     converged: bool,
+}
+
+/// A static route and the BGP route it shadows.
+#[derive(Debug, Clone, Copy)]
+struct StaticRoute {
+    hops: HopId,
+    shadowed: Option<HopId>,
 }
 
 /// One prefix's desired and installed next-hop sets (8 bytes: ids into [`HopSets`]).
@@ -132,8 +141,8 @@ type HopId = NonZeroU32;
 #[derive(Debug)]
 struct HopSets {
     /// Slot `id - 1`; freed slots hold an empty set and are reused.
-    sets: Vec<Arc<[IpAddr]>>,
-    index: HashMap<Arc<[IpAddr]>, HopId>,
+    sets: Vec<Arc<[NextHop]>>,
+    index: HashMap<Arc<[NextHop]>, HopId>,
     free: Vec<HopId>,
     collect_at: usize,
 }
@@ -154,11 +163,11 @@ const MIN_HOP_SETS_BEFORE_COLLECT: usize = 1024;
 
 impl HopSets {
     /// The id of `canonical` (sorted, deduplicated), interning it if new.
-    fn intern(&mut self, canonical: &[IpAddr]) -> HopId {
+    fn intern(&mut self, canonical: &[NextHop]) -> HopId {
         if let Some(id) = self.index.get(canonical) {
             return *id;
         }
-        let set: Arc<[IpAddr]> = canonical.into();
+        let set: Arc<[NextHop]> = canonical.into();
         let id = match self.free.pop() {
             Some(id) => {
                 if let Some(slot) = self.sets.get_mut(slot_of(id)) {
@@ -175,7 +184,7 @@ impl HopSets {
         id
     }
 
-    fn get(&self, id: HopId) -> &[IpAddr] {
+    fn get(&self, id: HopId) -> &[NextHop] {
         self.sets.get(slot_of(id)).map(|s| &s[..]).unwrap_or(&[])
     }
 
@@ -191,7 +200,7 @@ impl HopSets {
                 *l = true;
             }
         }
-        let empty: Arc<[IpAddr]> = Arc::from(Vec::new());
+        let empty: Arc<[NextHop]> = Arc::from(Vec::new());
         for (slot, alive) in live.iter().enumerate() {
             let Some(id) = NonZeroU32::new(slot as u32 + 1) else {
                 continue;
@@ -295,37 +304,14 @@ impl FibTask {
                     let prefix = prefix.trunc();
                     let id = (!next_hops.is_empty())
                         .then(|| self.hops.intern(&canonical_next_hops(&next_hops)));
-                    if let Some(shadowed) = self.blackholes.get_mut(&prefix) {
-                        *shadowed = id;
+                    if let Some(fixed) = self.statics.get_mut(&prefix) {
+                        fixed.shadowed = id;
                     } else {
                         self.set_desired(prefix, id);
                         drained.touched.insert(prefix);
                     }
                 }
-                FibCommand::SetBlackholes(prefixes) => {
-                    let wanted: HashSet<Prefix> = prefixes.iter().map(|p| p.trunc()).collect();
-                    let gone: Vec<Prefix> = self
-                        .blackholes
-                        .keys()
-                        .filter(|p| !wanted.contains(*p))
-                        .copied()
-                        .collect();
-                    for prefix in gone {
-                        let shadowed = self.blackholes.remove(&prefix).flatten();
-                        self.set_desired(prefix, shadowed);
-                        drained.touched.insert(prefix);
-                    }
-                    let blackhole = self.hops.intern(&[super::BLACKHOLE]);
-                    for prefix in wanted {
-                        if self.blackholes.contains_key(&prefix) {
-                            continue;
-                        }
-                        let shadowed = self.routes.get(&prefix).and_then(|s| s.desired);
-                        self.blackholes.insert(prefix, shadowed);
-                        self.set_desired(prefix, Some(blackhole));
-                        drained.touched.insert(prefix);
-                    }
-                }
+                FibCommand::SetStatic(routes) => self.set_statics(routes, &mut drained),
                 FibCommand::Converged => drained.converge = true,
                 FibCommand::Shutdown => {
                     drained.shutdown = true;
@@ -339,6 +325,41 @@ impl FibTask {
             next = rx.try_recv().ok();
         }
         drained
+    }
+
+    /// Replace the static routes: prefixes no longer static get their shadowed BGP route
+    /// back.
+    fn set_statics(&mut self, routes: Vec<KernelRoute>, drained: &mut Drained) {
+        let mut wanted: HashMap<Prefix, HopId> = HashMap::with_capacity(routes.len());
+        for route in routes {
+            let hops = canonical_next_hops(&route.next_hops);
+            if !hops.is_empty() {
+                wanted.insert(route.prefix.trunc(), self.hops.intern(&hops));
+            }
+        }
+        let gone: Vec<Prefix> = self
+            .statics
+            .keys()
+            .filter(|p| !wanted.contains_key(*p))
+            .copied()
+            .collect();
+        for prefix in gone {
+            let shadowed = self.statics.remove(&prefix).and_then(|s| s.shadowed);
+            self.set_desired(prefix, shadowed);
+            drained.touched.insert(prefix);
+        }
+        for (prefix, hops) in wanted {
+            match self.statics.get_mut(&prefix) {
+                Some(fixed) if fixed.hops == hops => continue,
+                Some(fixed) => fixed.hops = hops,
+                None => {
+                    let shadowed = self.routes.get(&prefix).and_then(|s| s.desired);
+                    self.statics.insert(prefix, StaticRoute { hops, shadowed });
+                }
+            }
+            self.set_desired(prefix, Some(hops));
+            drained.touched.insert(prefix);
+        }
     }
 
     fn set_desired(&mut self, prefix: Prefix, id: Option<HopId>) {
@@ -388,7 +409,11 @@ impl FibTask {
                 .routes
                 .values()
                 .flat_map(|s| [s.desired, s.installed])
-                .chain(self.blackholes.values().copied())
+                .chain(
+                    self.statics
+                        .values()
+                        .flat_map(|s| [Some(s.hops), s.shadowed]),
+                )
                 .flatten();
             self.hops.collect(used);
         }
@@ -512,8 +537,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn ips(v: &[&str]) -> Vec<IpAddr> {
-        v.iter().map(|s| s.parse().unwrap()).collect()
+    fn ips(v: &[&str]) -> Vec<NextHop> {
+        v.iter()
+            .map(|s| NextHop::from(s.parse::<std::net::IpAddr>().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -525,7 +552,7 @@ mod tests {
         assert_eq!(hops.intern(&ips(&["10.0.0.1"])), a);
         assert_ne!(a, b);
         assert_eq!(hops.get(b), &ips(&["10.0.0.1", "10.0.0.2"])[..]);
-        assert_eq!(hops.get(empty), &[] as &[IpAddr]);
+        assert_eq!(hops.get(empty), &[] as &[NextHop]);
 
         // Only `a` and the empty set are still used: `b` is freed and its slot reused.
         hops.collect([a, empty].into_iter());
