@@ -655,6 +655,61 @@ fn fib_task_installs_onlink_static_routes() {
     });
 }
 
+/// With the default (slow) periodic resync, the kernel monitor repairs a route of ours
+/// deleted by hand and the routes an interface bounce flushed, without waiting for the
+/// resync period.
+#[test]
+fn fib_task_monitor_repairs_deleted_and_flushed_routes_quickly() {
+    let ns = setup();
+    ns.block_on(|| async {
+        let stats = Arc::new(FibStats::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let config = FibTaskConfig {
+            resync_interval: Duration::from_secs(60),
+            ..FibTaskConfig::default()
+        };
+        let task = spawn_fib_task_with(new_fib(), rx, Arc::clone(&stats), config);
+        tx.send(set("10.1.0.0/16", &["10.0.0.1"]))
+            .await
+            .expect("send");
+        tx.send(set("2001:db8:1::/48", &["2001:db8::1"]))
+            .await
+            .expect("send");
+        let want = map(&[
+            ("10.1.0.0/16", &["10.0.0.1"]),
+            ("2001:db8:1::/48", &["2001:db8::1"]),
+        ]);
+        wait_for("routes installed", Duration::from_secs(5), || {
+            kernel_routes(&ns) == want
+        })
+        .await;
+        ns.ip(&["route", "del", "10.1.0.0/16", "proto", "200"]);
+        wait_for(
+            "deleted route repaired by the monitor",
+            Duration::from_secs(2),
+            || kernel_routes(&ns) == want,
+        )
+        .await;
+        // A link bounce flushes routes through the link (IPv4 silently; the IPv6 address,
+        // and with it the IPv6 route's gateway, goes with the link, so only IPv4 can come
+        // back).
+        ns.ip(&["link", "set", "d0", "down"]);
+        wait_for("IPv4 route flushed", Duration::from_secs(2), || {
+            !kernel_routes(&ns).contains_key(&p("10.1.0.0/16"))
+        })
+        .await;
+        ns.ip(&["link", "set", "d0", "up"]);
+        wait_for(
+            "flushed route repaired after the link came back",
+            Duration::from_secs(2),
+            || kernel_routes(&ns).get(&p("10.1.0.0/16")) == Some(&vec![ip("10.0.0.1")]),
+        )
+        .await;
+        tx.send(FibCommand::Shutdown).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    });
+}
+
 #[test]
 fn fib_task_keeps_stale_routes_until_converged() {
     let ns = setup();

@@ -11,6 +11,7 @@
 mod batch;
 mod diff;
 mod message;
+mod monitor;
 mod task;
 
 use std::collections::HashMap;
@@ -23,7 +24,9 @@ use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 pub use diff::{diff, route_op};
 pub use message::canonical_next_hops;
-pub use task::{spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig};
+pub use task::{
+    spawn_fib_task, spawn_fib_task_with, FibCommand, FibStats, FibTaskConfig, MONITOR_RESYNC_DELAY,
+};
 
 use batch::{BatchSocket, Outcome};
 use message::RouteParams;

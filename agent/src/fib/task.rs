@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::message::canonical_next_hops;
+use super::monitor::{self, KernelEvent};
 use bgp::prefix_map::PrefixMap;
 
 use super::{route_op, Fib, FibOp, FibOpKind, KernelRoute, NextHop, Prefix};
@@ -55,6 +56,9 @@ pub struct FibTaskConfig {
     pub resync_interval: Duration,
     /// At most this many queued commands are coalesced into one batch.
     pub max_coalesce: usize,
+    /// Listen for kernel notifications (a route of ours deleted, a link or address change)
+    /// and repair within [`MONITOR_RESYNC_DELAY`] instead of waiting for the periodic resync.
+    pub monitor: bool,
 }
 
 impl Default for FibTaskConfig {
@@ -62,6 +66,7 @@ impl Default for FibTaskConfig {
         FibTaskConfig {
             resync_interval: Duration::from_secs(5),
             max_coalesce: 20_000,
+            monitor: true,
         }
     }
 }
@@ -82,8 +87,20 @@ pub fn spawn_fib_task_with(
     stats: Arc<FibStats>,
     config: FibTaskConfig,
 ) -> JoinHandle<()> {
+    let monitor = if config.monitor {
+        match monitor::spawn_monitor(fib.params) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for kernel route changes; relying on periodic resync");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let task = FibTask {
         fib,
+        monitor,
         stats,
         config,
         routes: PrefixMap::new(),
@@ -97,6 +114,7 @@ pub fn spawn_fib_task_with(
 
 struct FibTask {
     fib: Fib,
+    monitor: Option<mpsc::Receiver<KernelEvent>>,
     stats: Arc<FibStats>,
     config: FibTaskConfig,
     /// Per prefix (truncated): what we want in the kernel and what we know is there (last
@@ -232,6 +250,17 @@ const QUIET_BEFORE_RESYNC: std::time::Duration = std::time::Duration::from_secs(
 /// ...unless the last one is this many resync intervals ago.
 const RESYNC_MAX_DEFER: u32 = 6;
 
+/// After a kernel notification that routes of ours may be gone, resync this soon (several
+/// notifications in a row, e.g. a link bounce, share one resync).
+pub const MONITOR_RESYNC_DELAY: Duration = Duration::from_millis(200);
+
+async fn next_event(monitor: &mut Option<mpsc::Receiver<KernelEvent>>) -> Option<KernelEvent> {
+    match monitor {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What one drained group of commands asks for.
 #[derive(Default)]
 struct Drained {
@@ -280,6 +309,19 @@ impl FibTask {
                     if drained.shutdown {
                         debug!("FIB task shutting down; leaving routes in place");
                         return;
+                    }
+                }
+                event = next_event(&mut self.monitor) => {
+                    let Some(event) = event else {
+                        self.monitor = None;
+                        continue;
+                    };
+                    if self.needs_repair(&event) {
+                        let soon = tokio::time::Instant::now() + MONITOR_RESYNC_DELAY;
+                        if soon < next_resync {
+                            debug!(?event, "kernel change: resync soon");
+                            next_resync = soon;
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(next_resync) => {
@@ -359,6 +401,18 @@ impl FibTask {
             }
             self.set_desired(prefix, Some(hops));
             drained.touched.insert(prefix);
+        }
+    }
+
+    /// Whether a kernel notification may have taken away a route we want. Our own deletes
+    /// only remove prefixes we no longer want, so a deletion of a wanted prefix is someone
+    /// else's (or an old notification of ours followed by a re-add: a resync sorts it out).
+    fn needs_repair(&self, event: &KernelEvent) -> bool {
+        match event {
+            KernelEvent::RouteDeleted(prefix) => {
+                self.routes.get(prefix).is_some_and(|s| s.desired.is_some())
+            }
+            KernelEvent::Resync => true,
         }
     }
 
