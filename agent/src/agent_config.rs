@@ -15,6 +15,7 @@ use crate::config::{
     default_metrics, default_socket, default_true, locate, neighbor_config, ConfigError,
     KernelFile, NeighborFile,
 };
+use crate::datapath_config::{self, Backend, CniFile, CrossSubnet, DatapathSettings, VxlanFile};
 
 /// Default AS number of nodes without a `routelet.io/asn` annotation (the first private ASN,
 /// as Calico uses).
@@ -114,6 +115,16 @@ pub struct AgentFile {
     pub mesh: MeshFile,
     #[serde(default)]
     pub kernel: KernelFile,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub cross_subnet: CrossSubnet,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub vxlan: VxlanFile,
+    #[serde(default)]
+    pub cni: CniFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +220,7 @@ pub struct AgentSettings {
     pub mesh_hold_time: u16,
     pub mesh_password: Option<String>,
     pub kernel: KernelFile,
+    pub datapath: DatapathSettings,
 }
 
 pub fn load_agent(path: &Path) -> Result<AgentSettings, ConfigError> {
@@ -439,7 +451,19 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
             format!("`{}` is not a Kubernetes namespace name", file.namespace),
         ));
     }
+    let datapath = datapath_config::validate(
+        file.backend,
+        file.cross_subnet,
+        file.interface,
+        file.vxlan,
+        file.cni,
+    )
+    .map_err(|(key, message)| {
+        let needle = key.rsplit('.').next().unwrap_or(key);
+        invalid(key.into(), &format!("{needle}:"), 0, message)
+    })?;
     Ok(AgentSettings {
+        datapath,
         asn: file.asn,
         namespace: file.namespace,
         socket: file.socket,
@@ -523,6 +547,23 @@ peers:                         # routers every node peers with (the ToR pair, a 
     }
 
     #[test]
+    fn datapath_keys_parse_with_defaults() {
+        let s = parse("cluster_cidr: 10.244.0.0/16\n").expect("valid");
+        assert_eq!(s.datapath.backend, Backend::Bgp);
+        assert_eq!(s.datapath.cross_subnet, CrossSubnet::Vxlan);
+        assert_eq!(s.datapath.vxlan, VxlanFile::default());
+        let s = parse(
+            "cluster_cidr: 10.244.0.0/16\nbackend: host-gw\ncross_subnet: routed\ninterface: eth1\nvxlan: {vni: 7, port: 8472}\ncni: {conf_dir: /tmp/net.d, data_dir: /tmp/cni}\n",
+        )
+        .expect("valid");
+        assert_eq!(s.datapath.backend, Backend::HostGw);
+        assert_eq!(s.datapath.cross_subnet, CrossSubnet::Routed);
+        assert_eq!(s.datapath.interface.as_deref(), Some("eth1"));
+        assert_eq!((s.datapath.vxlan.vni, s.datapath.vxlan.port), (7, 8472));
+        assert_eq!(s.datapath.cni.conf_dir, PathBuf::from("/tmp/net.d"));
+    }
+
+    #[test]
     fn dual_stack_lists_and_defaults() {
         let s = parse(
             "cluster_cidr: [10.244.0.0/16, 'fd00:10:244::/56']\nservice_cidr: [10.96.0.0/12, 'fd00:10:96::/112']\n",
@@ -569,6 +610,13 @@ peers:                         # routers every node peers with (the ToR pair, a 
                 "  - address: 192.0.2.1\n    asn: 65000",
                 "  - address: 224.0.0.1\n    asn: 65000",
                 "peers[0].address",
+            ),
+            ("asn: 64512", "asn: 64512\nvxlan:\n  vni: 0", "`vxlan.vni`"),
+            ("asn: 64512", "asn: 64512\nbackend: ipip", "backend"),
+            (
+                "asn: 64512",
+                "asn: 64512\ncni:\n  conf_dir: etc/cni",
+                "`cni.conf_dir`",
             ),
             (
                 "pod_cidr_source: node_spec",
