@@ -14,4 +14,5 @@ pub mod ipam;
 pub mod k8s;
 pub mod lab;
 pub mod metrics;
+pub mod netns;
 pub mod speaker_cmd;
