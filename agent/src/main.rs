@@ -79,6 +79,46 @@ enum Lab {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Build a whole cluster in network namespaces (racks, ToR, API, agents, pods, a LoadBalancer).
+    Up {
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        racks: usize,
+        #[arg(long, value_enum, default_value_t = lab::topology::Backend::Bgp)]
+        backend: lab::topology::Backend,
+        #[arg(long, value_enum, default_value_t = lab::topology::Tor::Routelet)]
+        tor: lab::topology::Tor,
+        /// Use this API server instead of starting the stand-in.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, default_value = lab::up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Namespace name prefix.
+        #[arg(long, default_value = lab::up::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Probe every pod pair, node->pod and external->LoadBalancer; exit 1 if any fails.
+    Check {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = lab::up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Remove every namespace, process and file of the lab (idempotent).
+    Down {
+        #[arg(long, default_value = lab::up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Namespace prefix when the state dir is gone (default: the one recorded, else rl-lab).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// The lab's process supervisor (started by `lab up`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -184,6 +224,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Lab(Lab::Up {
+            nodes,
+            racks,
+            backend,
+            tor,
+            kubeconfig,
+            state_dir,
+            prefix,
+        }) => lab_exit(lab::up::run(&lab::up::UpOptions {
+            nodes,
+            racks,
+            backend,
+            tor,
+            kubeconfig,
+            state_dir,
+            prefix,
+        })),
+        Command::Lab(Lab::Check { json, state_dir }) => match lab::check::run(&state_dir, json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => lab_exit(Err(e)),
+        },
+        Command::Lab(Lab::Down { state_dir, prefix }) => {
+            lab_exit(lab::down::run(&state_dir, prefix.as_deref()))
+        }
+        Command::Lab(Lab::Supervise { state_dir }) => lab_exit(lab::supervise::run(&state_dir)),
         Command::Lab(Lab::Apiserver { listen, data }) => {
             let mut opts = lab::apiserver::Options::new(listen);
             opts.data = data;
@@ -194,6 +260,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn lab_exit(r: Result<(), lab::error::LabError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("routelet lab: {e}");
+            ExitCode::FAILURE
         }
     }
 }
