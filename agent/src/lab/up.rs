@@ -245,12 +245,15 @@ fn build(lab: &mut LabState, kubeconfig: Option<PathBuf>, exe: &Path) -> Result<
     }
 
     // Configuration files.
-    let (kubeconfig, api_netns) = match kubeconfig {
-        Some(k) => (k, None),
+    // With --kubeconfig the API server is used as given; it must be reachable from the lab's
+    // namespaces (the agents run there, and `up` makes its calls from the ToR namespace).
+    let standin = kubeconfig.is_none();
+    let kubeconfig = match kubeconfig {
+        Some(k) => k,
         None => {
             let k = topo.kubeconfig_path();
             write(&k, &topo.kubeconfig_yaml())?;
-            (k, Some(tor_ns.clone()))
+            k
         }
     };
     for i in 1..=topo.nodes {
@@ -268,7 +271,7 @@ fn build(lab: &mut LabState, kubeconfig: Option<PathBuf>, exe: &Path) -> Result<
     }
 
     // Processes: the API stand-in and the ToR first, then the supervisor.
-    if api_netns.is_some() {
+    if standin {
         lab.processes.push(Process {
             name: "apiserver".into(),
             netns: topo.api_ns(),
@@ -291,7 +294,7 @@ fn build(lab: &mut LabState, kubeconfig: Option<PathBuf>, exe: &Path) -> Result<
 
     let api = LabApi {
         kubeconfig: kubeconfig.clone(),
-        netns: api_netns,
+        netns: Some(tor_ns.clone()),
     };
     wait_for(
         "the Kubernetes API answers",

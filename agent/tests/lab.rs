@@ -1,0 +1,358 @@
+//! `routelet lab up | check | down` end to end, one whole lab per test (serialized): every pod
+//! reaches every pod, same-rack pairs never use VXLAN, cross-rack pairs do under
+//! `cross_subnet: vxlan`, a killed agent is replaced within 2 s, and `down` leaves nothing.
+//! Each test uses its own prefix `rll<pid><tag>` and a temp state dir; a Drop guard runs
+//! `lab down` whatever happens.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use agent::lab::state::{LabState, Pids};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_routelet");
+
+/// One lab at a time: each builds a whole cluster.
+static LOCK: Mutex<()> = Mutex::new(());
+
+struct Guard {
+    state_dir: PathBuf,
+    prefix: String,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .args(["lab", "down", "--state-dir"])
+            .arg(&self.state_dir)
+            .args(["--prefix", &self.prefix])
+            .status();
+    }
+}
+
+fn routelet(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn show(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let i = s.rfind(')')?;
+            s.get(i + 1..)?
+                .split_whitespace()
+                .next()
+                .map(|st| st != "Z" && st != "X")
+        })
+        .unwrap_or(false)
+}
+
+fn lab_namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `lab check --json`, parsed.
+fn check(state: &str) -> (Value, String) {
+    let out = routelet(&["lab", "check", "--json", "--state-dir", state]);
+    let text = show("lab check --json", &out);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check printed no JSON ({e}): {text}"));
+    (v, text)
+}
+
+fn failures(report: &Value) -> Vec<String> {
+    report["probes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["ok"] != true)
+        .map(|p| {
+            format!(
+                "{} -> {} ({}): {}",
+                p["from"], p["to"], p["path"], p["error"]
+            )
+        })
+        .collect()
+}
+
+/// Path rules: every ordered pod pair present; same node local; same rack never vxlan;
+/// cross-rack vxlan (`cross_subnet: vxlan`); with the vxlan backend every cross-node pair.
+fn assert_paths(lab: &LabState, report: &Value) {
+    let topo = &lab.topology;
+    let probes = report["probes"].as_array().unwrap();
+    let mut pairs = BTreeSet::new();
+    for p in probes.iter().filter(|p| p["kind"] == "pod-pod") {
+        let from = p["from"].as_str().unwrap();
+        let to = p["to"].as_str().unwrap();
+        pairs.insert((from.to_string(), to.to_string()));
+        let node = |name: &str| lab.pods.iter().find(|x| x.name == name).unwrap().node;
+        let (a, b) = (node(from), node(to));
+        let path = p["path"].as_str().unwrap();
+        if a == b {
+            assert_eq!(path, "local", "{from} -> {to}");
+        } else if topo.rack_of(a) == topo.rack_of(b) {
+            assert_ne!(path, "vxlan", "same-rack pair {from} -> {to} uses VXLAN");
+            if topo.backend == agent::lab::topology::Backend::Vxlan {
+                // The vxlan backend tunnels every remote node.
+            } else {
+                assert_eq!(path, "direct", "{from} -> {to}");
+            }
+        } else {
+            assert_eq!(path, "vxlan", "cross-rack pair {from} -> {to}");
+        }
+    }
+    let n = lab.pods.len();
+    assert_eq!(n, topo.nodes * 2, "pods: {:?}", lab.pods);
+    assert_eq!(pairs.len(), n * (n - 1), "every ordered pod pair probed");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["kind"] == "external-lb" && p["ok"] == true),
+        "external client -> LB"
+    );
+}
+
+fn run_lab(tag: &str, backend: &str, tor: &str) {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("rll{}{tag}", std::process::id());
+    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
+    let state = state_dir.to_string_lossy().into_owned();
+    let mut guard = Some(Guard {
+        state_dir: state_dir.clone(),
+        prefix: prefix.clone(),
+    });
+
+    let out = routelet(&[
+        "lab",
+        "up",
+        "--prefix",
+        &prefix,
+        "--state-dir",
+        &state,
+        "--backend",
+        backend,
+        "--tor",
+        tor,
+    ]);
+    assert!(out.status.success(), "{}", show("lab up", &out));
+
+    // A second `up` on the same state dir is refused and leaves the lab alone.
+    let again = routelet(&["lab", "up", "--prefix", &prefix, "--state-dir", &state]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already up"),
+        "{}",
+        show("second lab up", &again)
+    );
+
+    let lab = LabState::load(&state_dir).unwrap();
+    let (report, text) = check(&state);
+    assert_eq!(
+        report["ok"],
+        true,
+        "failed: {:?}\n{text}",
+        failures(&report)
+    );
+    assert_paths(&lab, &report);
+
+    // kill -9 an agent: a new PID within 2 s, and the lab still works.
+    let pids = Pids::load(&state_dir).unwrap().unwrap();
+    let old = pids.processes["n1"].pid;
+    assert!(alive(old));
+    let k = Command::new("kill")
+        .args(["-9", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let start = Instant::now();
+    let new = loop {
+        let p = Pids::load(&state_dir).unwrap().unwrap().processes["n1"].pid;
+        if p != old && alive(p) {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "agent n1 not restarted within 2 s (pid still {p})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(new, old);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (report, text) = check(&state);
+        if report["ok"] == true {
+            assert_paths(&lab, &report);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "check after the agent restart: {:?}\n{text}",
+            failures(&report)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // down: nothing left.
+    let pids = Pids::load(&state_dir).unwrap().unwrap();
+    let recorded: Vec<u32> = std::iter::once(pids.supervisor)
+        .chain(pids.processes.values().map(|p| p.pid))
+        .collect();
+    let out = routelet(&["lab", "down", "--state-dir", &state]);
+    assert!(out.status.success(), "{}", show("lab down", &out));
+    guard.take();
+    assert_eq!(lab_namespaces(&prefix), Vec::<String>::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while recorded.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<u32> = recorded.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still alive after down: {left:?}");
+    assert!(
+        !state_dir.exists(),
+        "state dir left: {}",
+        state_dir.display()
+    );
+    // Idempotent.
+    let out = routelet(&["lab", "down", "--state-dir", &state, "--prefix", &prefix]);
+    assert!(out.status.success(), "{}", show("second lab down", &out));
+}
+
+#[test]
+fn lab_bgp_backend() {
+    run_lab("b", "bgp", "routelet");
+}
+
+#[test]
+fn lab_host_gw_backend() {
+    run_lab("h", "host-gw", "routelet");
+}
+
+#[test]
+fn lab_vxlan_backend() {
+    run_lab("v", "vxlan", "routelet");
+}
+
+#[test]
+fn lab_bird_tor() {
+    if !Command::new("sh")
+        .args(["-c", "command -v bird && command -v birdc"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        eprintln!("bird is not installed: skipping the --tor bird lab");
+        return;
+    }
+    run_lab("r", "bgp", "bird");
+}
+
+/// A failed `up` (here: a ToR daemon that is not installed, or options that make no sense)
+/// builds nothing and leaves nothing.
+#[test]
+fn lab_up_refuses_bad_options_and_leaves_nothing() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("rll{}x", std::process::id());
+    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
+    let state = state_dir.to_string_lossy().into_owned();
+    let _guard = Guard {
+        state_dir: state_dir.clone(),
+        prefix: prefix.clone(),
+    };
+    let out = routelet(&[
+        "lab",
+        "up",
+        "--prefix",
+        &prefix,
+        "--state-dir",
+        &state,
+        "--nodes",
+        "2",
+        "--racks",
+        "3",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--racks"),
+        "{}",
+        show("up", &out)
+    );
+    assert!(!state_dir.exists());
+    assert!(lab_namespaces(&prefix).is_empty());
+    // `check` without a lab is a clear error; `down` without one is fine.
+    let out = routelet(&["lab", "check", "--state-dir", &state]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no lab state"),
+        "{}",
+        show("check", &out)
+    );
+    let out = routelet(&["lab", "down", "--state-dir", &state, "--prefix", &prefix]);
+    assert!(out.status.success(), "{}", show("down", &out));
+    let _ = Path::new(&state);
+}
+
+/// A lab whose `up` fails half-way (here the agents never become ready in time, or some
+/// prerequisite is missing) is torn down by `up` itself.
+#[test]
+fn lab_up_failure_tears_down() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("rll{}f", std::process::id());
+    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
+    let state = state_dir.to_string_lossy().into_owned();
+    let _guard = Guard {
+        state_dir: state_dir.clone(),
+        prefix: prefix.clone(),
+    };
+    // A kubeconfig pointing nowhere: the API never answers, `up` gives up and cleans up.
+    std::fs::create_dir_all(std::env::temp_dir()).unwrap();
+    let kc = std::env::temp_dir().join(format!("{prefix}-kubeconfig"));
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster:\n    server: http://10.254.0.99:6443\ncontexts:\n- name: x\n  context:\n    cluster: x\n    user: x\ncurrent-context: x\nusers:\n- name: x\n  user: {}\n",
+    )
+    .unwrap();
+    let out = routelet(&[
+        "lab",
+        "up",
+        "--prefix",
+        &prefix,
+        "--state-dir",
+        &state,
+        "--nodes",
+        "2",
+        "--racks",
+        "1",
+        "--kubeconfig",
+        &kc.to_string_lossy(),
+    ]);
+    let _ = std::fs::remove_file(&kc);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("Kubernetes API"), "{}", show("up", &out));
+    assert!(
+        lab_namespaces(&prefix).is_empty(),
+        "{:?}",
+        lab_namespaces(&prefix)
+    );
+    assert!(!state_dir.exists());
+}
