@@ -222,8 +222,12 @@ fn tcp_echo(from: &Node, to: &Node, port: u16) -> Result<Vec<u8>, String> {
     });
     let source = SocketAddr::new(from.pod, 0);
     let reply = agent::netns::run_in(&from.ns.path(), move || -> Result<Vec<u8>, String> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .map_err(|e| e.to_string())?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(listen),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         socket.bind(&source.into()).map_err(|e| e.to_string())?;
         socket
             .connect_timeout(&listen.into(), Duration::from_secs(5))
@@ -690,4 +694,96 @@ fn link_watch_reports_changes_and_forwarding_is_set_per_namespace() {
     });
     assert_eq!(got, Some(()));
     assert_eq!(forwarding, ("1".to_string(), "1".to_string()));
+}
+
+#[test]
+fn ipv6_overlay_with_routes_installed_before_the_peers() {
+    // IPv6 VTEPs and pod addresses over an IPv6 underlay; the FIB routes come first (as
+    // when the route task is faster than the datapath), so the kernel has already made
+    // failed neighbour entries for the VTEPs by the time the peers are synced.
+    let (mut a, mut b) = two_nodes("o6", true);
+    for (n, node) in [(1, &mut a), (2, &mut b)] {
+        node.vtep = ip(&format!("2001:db8:244:{n}::"));
+        node.pod = ip(&format!("2001:db8:244:{n}::2"));
+        node.cidr = format!("2001:db8:244:{n}::/64");
+        node.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/128", node.pod),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+    let (_, idx_a) = a.ensure();
+    let (_, idx_b) = b.ensure();
+    let addrs =
+        a.ns.ip_json(&["-6", "addr", "show", "dev", a.device, "scope", "global"]);
+    // (`ip -j` prints an empty object for the filtered-out link-local address.)
+    let info: Vec<&Value> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i.get("local").is_some())
+        .collect();
+    assert_eq!(info.len(), 1, "{addrs}");
+    assert_eq!(info[0]["local"], a.vtep.to_string(), "{addrs}");
+    assert_eq!(info[0]["prefixlen"], 128, "{addrs}");
+    let routes = a.ns.ip_json(&["-6", "route", "show", "dev", a.device]);
+    assert!(
+        !routes.as_array().unwrap().iter().any(|r| r["dst"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("2001:db8:244"))),
+        "no prefix route for the VTEP address: {routes}"
+    );
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        node.ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            &other.cidr,
+            "via",
+            &other.vtep.to_string(),
+            "dev",
+            node.device,
+            "onlink",
+        ]);
+    }
+    assert!(tcp_echo(&a, &b, 7100).is_err(), "no peers yet");
+    for (node, other, ifindex) in [(&a, &b, idx_a), (&b, &a, idx_b)] {
+        let desired: BTreeSet<VtepPeer> = [VtepPeer::new(other.vtep, other.underlay)].into();
+        let report = node
+            .ns
+            .run(move |nl| async move { sync_peers(&nl, ifindex, &desired).await.unwrap() });
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!((report.neighbours_added, report.fdb_added), (1, 1));
+    }
+    assert_eq!(tcp_echo(&a, &b, 7101), Ok(b"hello".to_vec()));
+    let dumped =
+        a.ns.run(move |nl| async move { dump_peers(&nl, idx_a).await.unwrap() });
+    assert_eq!(dumped, vec![b.peer()]);
+
+    // The node moves to another underlay address: one replace of the FDB entry.
+    b.ns.ip(&["-6", "addr", "add", "2001:db8::22/64", "dev", "u0", "nodad"]);
+    let moved = VtepPeer::new(b.vtep, ip("2001:db8::22"));
+    let desired: BTreeSet<VtepPeer> = [moved].into();
+    let report =
+        a.ns.run(move |nl| async move { sync_peers(&nl, idx_a, &desired).await.unwrap() });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        (report.fdb_replaced, report.changes(), report.unchanged),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let fdb = a.ns.json("bridge", &["fdb", "show", "dev", a.device]);
+    let dsts: Vec<&Value> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["mac"] == format_mac(&moved.mac))
+        .map(|f| &f["dst"])
+        .collect();
+    assert_eq!(dsts, vec!["2001:db8::22"], "{fdb}");
+    assert_eq!(tcp_echo(&a, &b, 7102), Ok(b"hello".to_vec()));
 }

@@ -27,6 +27,18 @@ pub struct VtepPeer {
     pub underlay: IpAddr,
 }
 
+impl VtepPeer {
+    /// The peer for a remote node's VTEP and underlay address, with the MAC every node
+    /// derives for that VTEP ([`super::vtep_mac`]).
+    pub fn new(vtep: IpAddr, underlay: IpAddr) -> VtepPeer {
+        VtepPeer {
+            vtep,
+            mac: super::vtep_mac(vtep),
+            underlay,
+        }
+    }
+}
+
 /// The peer entries the kernel has on one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelPeers {

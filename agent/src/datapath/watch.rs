@@ -11,8 +11,8 @@ use super::{DatapathError, Result};
 /// Subscribe to link and address notifications (RTNLGRP_LINK, IPV4_IFADDR, IPV6_IFADDR) in
 /// the calling thread's network namespace. Every notification (or lost notifications)
 /// sends `()` on the returned channel, coalesced (capacity 1): after a receive, re-read
-/// whatever state depends on links and addresses. The task ends when the receiver is
-/// dropped (at the next notification).
+/// whatever state depends on links and addresses. The task and its socket go away when the
+/// receiver is dropped.
 pub fn watch_links() -> Result<mpsc::Receiver<()>> {
     tokio::runtime::Handle::try_current().map_err(|_| DatapathError::NoRuntime)?;
     let (mut connection, _handle, mut messages) =
@@ -29,13 +29,23 @@ pub fn watch_links() -> Result<mpsc::Receiver<()>> {
             source,
         })?;
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(connection);
+    let connection = tokio::spawn(connection);
     tokio::spawn(async move {
-        while messages.next().await.is_some() {
-            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
-                break;
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    // Any notification (or an overrun error: notifications were lost).
+                    if message.is_none() {
+                        break;
+                    }
+                    if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                        break;
+                    }
+                }
+                () = tx.closed() => break,
             }
         }
+        connection.abort();
         tracing::debug!("link watch stopped");
     });
     Ok(rx)
