@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod datapath;
 pub mod datapath_config;
 pub mod desired;
 pub mod fib;
