@@ -4,6 +4,7 @@
 
 pub mod agent_config;
 pub mod allocator;
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod controller;
