@@ -79,14 +79,16 @@ pub(crate) fn needs_recreate(link: &Link, spec: &VxlanSpec) -> bool {
         || vx.learning != Some(false)
 }
 
-/// Another VXLAN device using the spec's VNI and port over the same underlay family (pure).
+/// Another VXLAN device that keeps ours from working (pure): one using the spec's VNI and
+/// port over the same underlay family (the kernel refuses to create ours), or a
+/// collect-metadata (`external`) device on the port (it takes every VNI: ours cannot be set
+/// up).
 pub(crate) fn find_conflict<'a>(links: &'a [Link], spec: &VxlanSpec) -> Option<&'a Link> {
     links.iter().find(|l| {
         l.info.name != spec.name
             && l.vxlan.as_ref().is_some_and(|vx| {
-                vx.vni == Some(spec.vni)
-                    && vx.port.unwrap_or(0) == spec.port
-                    && vx.v6 == spec.local.is_ipv6()
+                vx.port.unwrap_or(0) == spec.port
+                    && (vx.external || (vx.vni == Some(spec.vni) && vx.v6 == spec.local.is_ipv6()))
             })
     })
 }
@@ -179,10 +181,14 @@ async fn create(nl: &Netlink, spec: &VxlanSpec) -> Result<u32> {
         .await
         .map_err(nl_err("create VXLAN device", &spec.name));
     if let Err(e) = created {
-        if e.errno() == Some(libc::EEXIST) {
+        let links = dump_links(nl).await?;
+        // Older kernels may leave the device behind when setting it up failed.
+        if let Some(ours) = links.iter().find(|l| l.info.name == spec.name) {
+            let _ = delete_link(nl, ours.info.ifindex, &spec.name).await;
+        }
+        if matches!(e.errno(), Some(libc::EEXIST) | Some(libc::EADDRINUSE)) {
             // The kernel saw a clash we did not (a device created meanwhile, or its own
-            // VNI rule): name it if a dump finds it.
-            let links = dump_links(nl).await?;
+            // rule): name it if the dump finds it.
             if let Some(other) = find_conflict(&links, spec) {
                 return Err(conflict(spec, other));
             }
@@ -346,6 +352,7 @@ mod tests {
             underlay: Some(2),
             learning: Some(false),
             v6: false,
+            external: false,
         }
     }
 
@@ -413,6 +420,22 @@ mod tests {
         assert_eq!(
             find_conflict(&with_clash, &s).map(|l| l.info.name.as_str()),
             Some("flannel.1")
+        );
+        let external = vec![vxlan_link(
+            "cilium_vxlan",
+            9,
+            VxlanAttrs {
+                vni: Some(0),
+                local: None,
+                underlay: None,
+                v6: false,
+                external: true,
+                ..same()
+            },
+        )];
+        assert_eq!(
+            find_conflict(&external, &s).map(|l| l.info.name.as_str()),
+            Some("cilium_vxlan")
         );
     }
 
