@@ -598,6 +598,62 @@ fn vni_and_port_clash_is_a_conflict_naming_the_other_device() {
         "{err:?}"
     );
     assert!(!a.ns.try_ip(&["link", "show", "dev", VXLAN_DEVICE_V4]));
+
+    // A stale device of ours (other VNI) is not deleted when its replacement would
+    // conflict: the error changes nothing.
+    a.ns.ip(&["link", "del", "ext0"]);
+    a.ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "4096",
+        "dstport",
+        "4789",
+        "dev",
+        "u0",
+        "local",
+        "10.0.0.1",
+    ]);
+    a.ns.ip(&[
+        "link",
+        "add",
+        VXLAN_DEVICE_V4,
+        "type",
+        "vxlan",
+        "id",
+        "5",
+        "dstport",
+        "4789",
+        "dev",
+        "u0",
+        "local",
+        "10.0.0.1",
+    ]);
+    let stale_index = a.ns.link(VXLAN_DEVICE_V4)["ifindex"].clone();
+    let err = a.ns.run(move |nl| async move {
+        let link = link_with_address(&nl, underlay).await.unwrap().unwrap();
+        let spec = VxlanSpec {
+            name: VXLAN_DEVICE_V4.into(),
+            vni: DEFAULT_VNI,
+            port: DEFAULT_VXLAN_PORT,
+            local: underlay,
+            underlay_ifindex: link.ifindex,
+            mtu: 1450,
+            mac: vtep_mac(vtep),
+            vtep,
+        };
+        ensure_vxlan(&nl, &spec).await.err()
+    });
+    assert!(
+        matches!(&err, Some(DatapathError::VxlanConflict { other, .. }) if other == "flannel.1"),
+        "{err:?}"
+    );
+    let ours = a.ns.link(VXLAN_DEVICE_V4);
+    assert_eq!(ours["ifindex"], stale_index);
+    assert_eq!(ours["linkinfo"]["info_data"]["id"], 5, "{ours}");
 }
 
 #[test]
