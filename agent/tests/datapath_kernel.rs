@@ -571,6 +571,89 @@ fn vni_and_port_clash_is_a_conflict_naming_the_other_device() {
         "no half-created device"
     );
     assert!(a.ns.try_ip(&["link", "show", "dev", "flannel.1"]));
+
+    // A collect-metadata device on the port takes every VNI (the kernel would refuse to
+    // set ours up): also a conflict, named.
+    a.ns.ip(&["link", "del", "flannel.1"]);
+    a.ns.ip(&[
+        "link", "add", "ext0", "type", "vxlan", "external", "dstport", "4789",
+    ]);
+    a.ns.ip(&["link", "set", "ext0", "up"]);
+    let err = a.ns.run(move |nl| async move {
+        let link = link_with_address(&nl, underlay).await.unwrap().unwrap();
+        let spec = VxlanSpec {
+            name: VXLAN_DEVICE_V4.into(),
+            vni: DEFAULT_VNI,
+            port: DEFAULT_VXLAN_PORT,
+            local: underlay,
+            underlay_ifindex: link.ifindex,
+            mtu: 1450,
+            mac: vtep_mac(vtep),
+            vtep,
+        };
+        ensure_vxlan(&nl, &spec).await.err()
+    });
+    assert!(
+        matches!(&err, Some(DatapathError::VxlanConflict { other, .. }) if other == "ext0"),
+        "{err:?}"
+    );
+    assert!(!a.ns.try_ip(&["link", "show", "dev", VXLAN_DEVICE_V4]));
+
+    // A stale device of ours (other VNI) is not deleted when its replacement would
+    // conflict: the error changes nothing.
+    a.ns.ip(&["link", "del", "ext0"]);
+    a.ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "4096",
+        "dstport",
+        "4789",
+        "dev",
+        "u0",
+        "local",
+        "10.0.0.1",
+    ]);
+    a.ns.ip(&[
+        "link",
+        "add",
+        VXLAN_DEVICE_V4,
+        "type",
+        "vxlan",
+        "id",
+        "5",
+        "dstport",
+        "4789",
+        "dev",
+        "u0",
+        "local",
+        "10.0.0.1",
+    ]);
+    let stale_index = a.ns.link(VXLAN_DEVICE_V4)["ifindex"].clone();
+    let err = a.ns.run(move |nl| async move {
+        let link = link_with_address(&nl, underlay).await.unwrap().unwrap();
+        let spec = VxlanSpec {
+            name: VXLAN_DEVICE_V4.into(),
+            vni: DEFAULT_VNI,
+            port: DEFAULT_VXLAN_PORT,
+            local: underlay,
+            underlay_ifindex: link.ifindex,
+            mtu: 1450,
+            mac: vtep_mac(vtep),
+            vtep,
+        };
+        ensure_vxlan(&nl, &spec).await.err()
+    });
+    assert!(
+        matches!(&err, Some(DatapathError::VxlanConflict { other, .. }) if other == "flannel.1"),
+        "{err:?}"
+    );
+    let ours = a.ns.link(VXLAN_DEVICE_V4);
+    assert_eq!(ours["ifindex"], stale_index);
+    assert_eq!(ours["linkinfo"]["info_data"]["id"], 5, "{ours}");
 }
 
 #[test]
@@ -786,4 +869,39 @@ fn ipv6_overlay_with_routes_installed_before_the_peers() {
         .collect();
     assert_eq!(dsts, vec!["2001:db8::22"], "{fdb}");
     assert_eq!(tcp_echo(&a, &b, 7102), Ok(b"hello".to_vec()));
+}
+
+#[test]
+fn a_failed_create_leaves_no_device_behind() {
+    // A userspace socket on the VXLAN port: the kernel creates the device but cannot set it
+    // up (EADDRINUSE). No other device to name: a kernel error naming ours, and no device.
+    let (a, _b) = two_nodes("hf", false);
+    let _udp = agent::netns::run_in(&a.ns.path(), || {
+        std::net::UdpSocket::bind(("0.0.0.0", DEFAULT_VXLAN_PORT))
+    })
+    .unwrap()
+    .unwrap();
+    let (underlay, vtep) = (a.underlay, a.vtep);
+    let err =
+        a.ns.run(move |nl| async move {
+            let link = link_with_address(&nl, underlay).await.unwrap().unwrap();
+            let spec = VxlanSpec {
+                name: VXLAN_DEVICE_V4.into(),
+                vni: DEFAULT_VNI,
+                port: DEFAULT_VXLAN_PORT,
+                local: underlay,
+                underlay_ifindex: link.ifindex,
+                mtu: 1450,
+                mac: vtep_mac(vtep),
+                vtep,
+            };
+            ensure_vxlan(&nl, &spec).await.err()
+        })
+        .unwrap();
+    assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
+    assert!(err.to_string().contains(VXLAN_DEVICE_V4), "{err}");
+    assert!(
+        !a.ns.try_ip(&["link", "show", "dev", VXLAN_DEVICE_V4]),
+        "no half-created device"
+    );
 }

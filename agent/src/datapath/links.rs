@@ -49,6 +49,8 @@ pub(crate) struct VxlanAttrs {
     pub learning: Option<bool>,
     /// Local6 or Group6 present: the device sends over IPv6.
     pub v6: bool,
+    /// Collect-metadata (`external`) device: it receives every VNI on its port.
+    pub external: bool,
 }
 
 /// A parsed link message.
@@ -120,6 +122,7 @@ fn parse_vxlan(data: &[InfoVxlan]) -> VxlanAttrs {
             InfoVxlan::Group6(_) => out.v6 = true,
             InfoVxlan::Link(i) => out.underlay = Some(*i),
             InfoVxlan::Learning(l) => out.learning = Some(*l),
+            InfoVxlan::CollectMetadata(m) => out.external = *m,
             _ => {}
         }
     }

@@ -79,14 +79,16 @@ pub(crate) fn needs_recreate(link: &Link, spec: &VxlanSpec) -> bool {
         || vx.learning != Some(false)
 }
 
-/// Another VXLAN device using the spec's VNI and port over the same underlay family (pure).
+/// Another VXLAN device that keeps ours from working (pure): one using the spec's VNI and
+/// port over the same underlay family (the kernel refuses to create ours), or a
+/// collect-metadata (`external`) device on the port (it takes every VNI: ours cannot be set
+/// up).
 pub(crate) fn find_conflict<'a>(links: &'a [Link], spec: &VxlanSpec) -> Option<&'a Link> {
     links.iter().find(|l| {
         l.info.name != spec.name
             && l.vxlan.as_ref().is_some_and(|vx| {
-                vx.vni == Some(spec.vni)
-                    && vx.port.unwrap_or(0) == spec.port
-                    && vx.v6 == spec.local.is_ipv6()
+                vx.port.unwrap_or(0) == spec.port
+                    && (vx.external || (vx.vni == Some(spec.vni) && vx.v6 == spec.local.is_ipv6()))
             })
     })
 }
@@ -108,50 +110,39 @@ fn conflict(spec: &VxlanSpec, other: &Link) -> DatapathError {
 /// * VNI, port, local address, underlay device or learning differ: deleted and recreated;
 /// * only MTU, MAC, up state or addresses differ: fixed in place (other non-link-local
 ///   addresses on the device are removed);
-/// * another VXLAN device already uses the VNI and port: [`DatapathError::VxlanConflict`],
-///   nothing created. A failure after creating the device deletes it again.
+/// * another VXLAN device already uses the VNI and port, or an `external` VXLAN device
+///   listens on the port: [`DatapathError::VxlanConflict`], nothing created or deleted.
+///   A failure after creating the device deletes it again.
 pub async fn ensure_vxlan(nl: &Netlink, spec: &VxlanSpec) -> Result<u32> {
     spec.validate()?;
     let links = dump_links(nl).await?;
-    let mut existing = links.iter().find(|l| l.info.name == spec.name);
-    if let Some(link) = existing {
-        if link.vxlan.is_none() {
+    let existing = links.iter().find(|l| l.info.name == spec.name);
+    let reusable = match existing {
+        Some(link) if link.vxlan.is_none() => {
             return Err(DatapathError::NotVxlan {
                 device: spec.name.clone(),
                 kind: link.info.kind.clone().unwrap_or_else(|| "none".into()),
             });
         }
-        if needs_recreate(link, spec) {
-            tracing::info!(device = %spec.name, "VXLAN device parameters changed: recreating it");
-            delete_link(nl, link.info.ifindex, &spec.name).await?;
-            existing = None;
-        }
+        Some(link) if !needs_recreate(link, spec) => Some(link),
+        _ => None,
+    };
+    if let Some(link) = reusable {
+        fix_link(nl, link, spec).await?;
+        ensure_address(nl, link.info.ifindex, spec).await?;
+        return Ok(link.info.ifindex);
     }
-    let (ifindex, created) = match existing {
-        Some(link) => {
-            fix_link(nl, link, spec).await?;
-            (link.info.ifindex, false)
-        }
-        None => {
-            if let Some(other) = find_conflict(&links, spec) {
-                return Err(conflict(spec, other));
-            }
-            (create(nl, spec).await?, true)
-        }
-    };
-    let finish = async {
-        ensure_address(nl, ifindex, spec).await?;
-        if created {
-            // Up only once the address is on (the create set it up already on most
-            // kernels; this also covers a device someone downed).
-            set_up(nl, ifindex, &spec.name).await?;
-        }
-        Ok::<(), DatapathError>(())
-    };
-    if let Err(e) = finish.await {
-        if created {
-            let _ = delete_link(nl, ifindex, &spec.name).await;
-        }
+    // Checked before deleting a stale device of ours, so a conflict changes nothing.
+    if let Some(other) = find_conflict(&links, spec) {
+        return Err(conflict(spec, other));
+    }
+    if let Some(stale) = existing {
+        tracing::info!(device = %spec.name, "VXLAN device parameters changed: recreating it");
+        delete_link(nl, stale.info.ifindex, &spec.name).await?;
+    }
+    let ifindex = create(nl, spec).await?;
+    if let Err(e) = ensure_address(nl, ifindex, spec).await {
+        let _ = delete_link(nl, ifindex, &spec.name).await;
         return Err(e);
     }
     Ok(ifindex)
@@ -179,10 +170,14 @@ async fn create(nl: &Netlink, spec: &VxlanSpec) -> Result<u32> {
         .await
         .map_err(nl_err("create VXLAN device", &spec.name));
     if let Err(e) = created {
-        if e.errno() == Some(libc::EEXIST) {
+        let links = dump_links(nl).await?;
+        // Older kernels may leave the device behind when setting it up failed.
+        if let Some(ours) = links.iter().find(|l| l.info.name == spec.name) {
+            let _ = delete_link(nl, ours.info.ifindex, &spec.name).await;
+        }
+        if matches!(e.errno(), Some(libc::EEXIST) | Some(libc::EADDRINUSE)) {
             // The kernel saw a clash we did not (a device created meanwhile, or its own
-            // VNI rule): name it if a dump finds it.
-            let links = dump_links(nl).await?;
+            // rule): name it if the dump finds it.
             if let Some(other) = find_conflict(&links, spec) {
                 return Err(conflict(spec, other));
             }
@@ -224,15 +219,6 @@ async fn fix_link(nl: &Netlink, link: &Link, spec: &VxlanSpec) -> Result<()> {
         .execute()
         .await
         .map_err(nl_err("update VXLAN device", &spec.name))
-}
-
-async fn set_up(nl: &Netlink, ifindex: u32, name: &str) -> Result<()> {
-    nl.handle()
-        .link()
-        .set(LinkUnspec::new_with_index(ifindex).up().build())
-        .execute()
-        .await
-        .map_err(nl_err("set up", name))
 }
 
 async fn delete_link(nl: &Netlink, ifindex: u32, name: &str) -> Result<()> {
@@ -346,6 +332,7 @@ mod tests {
             underlay: Some(2),
             learning: Some(false),
             v6: false,
+            external: false,
         }
     }
 
@@ -413,6 +400,22 @@ mod tests {
         assert_eq!(
             find_conflict(&with_clash, &s).map(|l| l.info.name.as_str()),
             Some("flannel.1")
+        );
+        let external = vec![vxlan_link(
+            "cilium_vxlan",
+            9,
+            VxlanAttrs {
+                vni: Some(0),
+                local: None,
+                underlay: None,
+                v6: false,
+                external: true,
+                ..same()
+            },
+        )];
+        assert_eq!(
+            find_conflict(&external, &s).map(|l| l.info.name.as_str()),
+            Some("cilium_vxlan")
         );
     }
 
