@@ -4,9 +4,11 @@
 
 pub mod agent_config;
 pub mod allocator;
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod datapath;
 pub mod datapath_config;
 pub mod desired;
 pub mod fib;

@@ -66,6 +66,8 @@ enum Command {
     /// Pieces of a cluster on one machine, for tests.
     #[command(subcommand)]
     Lab(Lab),
+    /// CNI plugin (as the container runtime runs it: CNI_* env + network config on stdin)
+    Cni,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +124,11 @@ enum Lab {
 }
 
 fn main() -> ExitCode {
+    // Installed as (or linked to) `routelet-cni`, the runtime runs us as a CNI plugin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("routelet-cni")) {
+        return agent::cni::main();
+    }
     let tuning = allocator::tune();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -250,6 +257,7 @@ fn main() -> ExitCode {
             lab_exit(lab::down::run(&state_dir, prefix.as_deref()))
         }
         Command::Lab(Lab::Supervise { state_dir }) => lab_exit(lab::supervise::run(&state_dir)),
+        Command::Cni => agent::cni::main(),
         Command::Lab(Lab::Apiserver { listen, data }) => {
             let mut opts = lab::apiserver::Options::new(listen);
             opts.data = data;

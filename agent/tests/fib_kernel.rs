@@ -593,6 +593,31 @@ fn set(prefix: &str, hops: &[&str]) -> FibCommand {
 /// RTNH_F_ONLINK through a gateway on no connected subnet, read back by the dump as the same
 /// next hop, shadowing a learned route which comes back when the static route goes.
 #[test]
+fn fib_task_barrier_answers_once_earlier_commands_are_in_the_kernel() {
+    let ns = setup();
+    ns.block_on(|| async {
+        let stats = Arc::new(FibStats::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let task = spawn_fib_task(new_fib(), rx, Arc::clone(&stats));
+        for k in 0..50u8 {
+            tx.send(set(&format!("10.245.{k}.0/24"), &["10.0.0.9"]))
+                .await
+                .expect("send");
+        }
+        let (ack, done) = tokio::sync::oneshot::channel();
+        tx.send(FibCommand::Barrier(ack)).await.expect("send");
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("barrier answered")
+            .expect("barrier sender kept");
+        // No waiting: everything sent before the barrier is already in the kernel.
+        assert_eq!(kernel_routes(&ns).len(), 50);
+        tx.send(FibCommand::Shutdown).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    });
+}
+
+#[test]
 fn fib_task_installs_onlink_static_routes() {
     let ns = setup();
     ns.block_on(|| async {

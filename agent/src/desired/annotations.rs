@@ -15,6 +15,10 @@ pub const ASN: &str = "routelet.io/asn";
 pub const ROUTE_REFLECTOR: &str = "routelet.io/route-reflector";
 /// JSON list of extra BGP peers of this node (same fields as `peers` in the config).
 pub const PEERS: &str = "routelet.io/peers";
+/// The MAC of the node's IPv4 VXLAN device (written by its agent).
+pub const VTEP_MAC: &str = "routelet.io/vtep-mac";
+/// The MAC of the node's IPv6 VXLAN device (written by its agent).
+pub const VTEP_MAC_V6: &str = "routelet.io/vtep-mac-v6";
 /// Label: the node does not announce external and LoadBalancer IPs.
 pub const EXCLUDE_FROM_EXTERNAL_LB: &str =
     "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -25,6 +29,8 @@ pub struct NodeAnnotations {
     pub asn: Option<u32>,
     pub route_reflector: Option<Ipv4Addr>,
     pub peers: Vec<NeighborConfig>,
+    pub vtep_mac_v4: Option<[u8; 6]>,
+    pub vtep_mac_v6: Option<[u8; 6]>,
 }
 
 /// Parses the annotations of node `node`; problems are appended to `problems`.
@@ -53,6 +59,19 @@ pub fn parse_node_annotations(
             Err(e) => report(format!(
                 "{ROUTE_REFLECTOR}: {e}; the node is not made a route reflector"
             )),
+        }
+    }
+    for (key, slot) in [
+        (VTEP_MAC, &mut out.vtep_mac_v4),
+        (VTEP_MAC_V6, &mut out.vtep_mac_v6),
+    ] {
+        if let Some(v) = annotations.get(key) {
+            match super::forwarding::parse_mac(v) {
+                Ok(mac) => *slot = Some(mac),
+                Err(e) => report(format!(
+                    "{key}: {e}; using the MAC derived from the node's VTEP address"
+                )),
+            }
         }
     }
     if let Some(v) = annotations.get(PEERS) {

@@ -4,6 +4,9 @@
 //! routes. No I/O here: the controller hands the result, whole, to the speaker and the FIB.
 
 pub mod annotations;
+pub mod forwarding;
+#[cfg(test)]
+mod forwarding_tests;
 pub mod model;
 pub mod services;
 #[cfg(test)]

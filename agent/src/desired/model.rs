@@ -81,6 +81,10 @@ pub struct NodeInfo {
     pub blocks: Vec<Prefix>,
     /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
     pub exclude_from_external_lb: bool,
+    /// `routelet.io/vtep-mac` / `routelet.io/vtep-mac-v6`: the MAC of its VXLAN devices
+    /// (default: derived from the VTEP address, as the node itself does).
+    pub vtep_mac_v4: Option<[u8; 6]>,
+    pub vtep_mac_v6: Option<[u8; 6]>,
 }
 
 impl NodeInfo {

@@ -592,3 +592,23 @@ fn snapshot_problems_are_passed_on_and_results_are_deterministic() {
     assert_eq!(a, b);
     assert_eq!(a.problems, snap.problems);
 }
+
+#[test]
+fn host_gw_and_vxlan_backends_have_no_node_sessions() {
+    let snap = snapshot(vec![node(1), rr(node(2)), node(3)]);
+    for backend in ["host-gw", "vxlan"] {
+        let text = format!("{SETTINGS}backend: {backend}\n");
+        let s = parse_agent(&text, Path::new("t.yaml")).expect("valid");
+        for name in ["n1", "n2"] {
+            let d = desired_state(&s, &snap, name).expect("desired state");
+            assert_eq!(node_sessions(&d), vec![], "{backend} {name}");
+            assert_eq!(d.role, Role::FullMesh, "{backend} {name}");
+            assert_eq!(d.cluster_id, None, "{backend} {name}");
+            // The ToR peer stays, and the pod CIDR is still advertised to it.
+            assert!(d.neighbors.iter().any(|n| n.address == ip("192.0.2.1")));
+            assert!(d
+                .originate
+                .contains(&pfx(&format!("10.244.{}.0/24", &name[1..]))));
+        }
+    }
+}

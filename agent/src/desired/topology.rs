@@ -10,6 +10,7 @@ use bgp::config::NeighborConfig;
 use super::model::{NodeInfo, ObjectRef, Problem, Snapshot};
 use super::Role;
 use crate::agent_config::AgentSettings;
+use crate::datapath_config::Backend;
 
 pub(super) struct Topology {
     pub asn: u32,
@@ -26,12 +27,17 @@ pub(super) fn neighbors(
 ) -> Topology {
     let asn_of = |n: &NodeInfo| n.asn.unwrap_or(settings.asn);
     let asn = asn_of(me);
+    // host-gw and vxlan route between nodes without BGP: no node-to-node sessions (external
+    // peers stay).
+    let node_bgp = settings.datapath.backend == Backend::Bgp;
     let same_as: Vec<&NodeInfo> = snapshot
         .nodes
         .values()
-        .filter(|n| n.name != me.name && asn_of(n) == asn)
+        .filter(|n| node_bgp && n.name != me.name && asn_of(n) == asn)
         .collect();
-    let role = if me.route_reflector.is_some() {
+    let role = if !node_bgp {
+        Role::FullMesh
+    } else if me.route_reflector.is_some() {
         Role::Reflector
     } else if same_as.iter().any(|n| n.route_reflector.is_some()) {
         Role::ReflectorClient
@@ -107,7 +113,7 @@ pub(super) fn neighbors(
     Topology {
         asn,
         role,
-        cluster_id: me.route_reflector,
+        cluster_id: me.route_reflector.filter(|_| role == Role::Reflector),
         neighbors: out.into_values().collect(),
     }
 }

@@ -19,7 +19,7 @@ use bgp::prefix_map::PrefixMap;
 use super::{route_op, Fib, FibOp, FibOpKind, KernelRoute, NextHop, Prefix};
 
 /// Commands driving the FIB task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum FibCommand {
     /// Desired next hops for `prefix` (a best path learned over BGP); an empty list removes
     /// the route.
@@ -34,6 +34,10 @@ pub enum FibCommand {
     /// Initial routing has converged: routes of ours left in the kernel by a previous run
     /// that are still not desired are deleted now, and from then on kernel == desired.
     Converged,
+    /// Answered once every command sent before it has been applied to the kernel (or has
+    /// failed there): lets the datapath order route removal before its neighbour and FDB
+    /// entries go, and their installation before the route comes.
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// Stop. Routes stay installed (graceful restart keeps forwarding).
     Shutdown,
 }
@@ -265,6 +269,7 @@ async fn next_event(monitor: &mut Option<mpsc::Receiver<KernelEvent>>) -> Option
 #[derive(Default)]
 struct Drained {
     touched: HashSet<Prefix>,
+    barriers: Vec<tokio::sync::oneshot::Sender<()>>,
     converge: bool,
     shutdown: bool,
 }
@@ -293,6 +298,9 @@ impl FibTask {
                     };
                     let drained = self.drain(cmd, &mut rx);
                     self.apply_touched(drained.touched).await;
+                    for barrier in drained.barriers {
+                        let _ = barrier.send(());
+                    }
                     // While routes are pouring in, a full dump would only compete with them
                     // for memory and CPU: resync once things are quiet (but not never).
                     let now = tokio::time::Instant::now();
@@ -355,6 +363,11 @@ impl FibTask {
                 }
                 FibCommand::SetStatic(routes) => self.set_statics(routes, &mut drained),
                 FibCommand::Converged => drained.converge = true,
+                FibCommand::Barrier(ack) => {
+                    // Everything before it is in this batch: answered once it is applied.
+                    drained.barriers.push(ack);
+                    break;
+                }
                 FibCommand::Shutdown => {
                     drained.shutdown = true;
                     break;

@@ -135,6 +135,8 @@ pub fn node_info(node: &Node, problems: &mut Vec<Problem>) -> Option<NodeInfo> {
         pod_cidrs,
         blocks: Vec::new(),
         exclude_from_external_lb,
+        vtep_mac_v4: parsed.vtep_mac_v4,
+        vtep_mac_v6: parsed.vtep_mac_v6,
     })
 }
 

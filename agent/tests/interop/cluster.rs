@@ -1,6 +1,7 @@
 //! A Kubernetes cluster in network namespaces: the API stand-in (`routelet lab apiserver`) in
-//! its own namespace and one namespace per node, all on one bridge (10.0.0.0/24); `routelet
-//! agent` per node. API calls from the test run inside the API server's namespace (python3
+//! its own namespace and one namespace per node, all on one bridge (10.0.0.0/24), or spread
+//! over racks (one bridge and /24 per rack, the hub namespace routing between them);
+//! `routelet agent` per node. API calls from the test run inside the API server's namespace (python3
 //! urllib through `ip netns exec`), so nothing leaves the namespaces.
 
 use std::path::PathBuf;
@@ -22,6 +23,16 @@ pub fn node_addr(i: usize) -> String {
     format!("10.0.0.{i}")
 }
 
+/// Address of node `i` on rack `rack` (0-based; rack 0 is the API server's).
+pub fn rack_addr(rack: usize, i: usize) -> String {
+    format!("10.0.{rack}.{i}")
+}
+
+/// The hub's (router's) address on rack `rack`.
+pub fn rack_gateway(rack: usize) -> String {
+    format!("10.0.{rack}.254")
+}
+
 /// Pod CIDR of node `i`.
 pub fn pod_cidr(i: usize) -> String {
     format!("10.244.{i}.0/24")
@@ -37,14 +48,35 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// The agent config shared by every node (each gets its own copy with its socket).
     pub config: String,
+    /// InternalIP of each node.
+    pub addrs: Vec<String>,
     data: PathBuf,
 }
 
 impl Cluster {
     /// Builds the namespaces and starts the API server (agents are started separately).
     pub fn new(lab: &Lab, nodes: usize, agent_config: &str) -> Result<Cluster> {
+        Cluster::with_racks(lab, &vec![0; nodes], agent_config)
+    }
+
+    /// Node `i` (1-based) on rack `racks[i - 1]`: rack r is bridge `br<r>` in the hub with
+    /// 10.0.r.0/24 (the hub routes between racks as 10.0.r.254; nodes' default route); the API
+    /// server is on rack 0.
+    pub fn with_racks(lab: &Lab, racks: &[usize], agent_config: &str) -> Result<Cluster> {
         let hub = lab.netns()?;
-        bridge(&hub, "br0")?;
+        let rack_count = racks.iter().copied().max().unwrap_or(0) + 1;
+        for r in 0..rack_count {
+            bridge(&hub, &format!("br{r}"))?;
+            if rack_count > 1 {
+                hub.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/24", rack_gateway(r)),
+                    "dev",
+                    &format!("br{r}"),
+                ])?;
+            }
+        }
         let api_ns = lab.netns()?;
         veth(
             &api_ns,
@@ -55,20 +87,23 @@ impl Cluster {
             &[],
         )?;
         hub.ip(&["link", "set", "api", "master", "br0"])?;
+        if rack_count > 1 {
+            api_ns.ip(&["route", "add", "default", "via", &rack_gateway(0)])?;
+        }
         let mut node_ns = Vec::new();
-        for i in 1..=nodes {
+        let mut addrs = Vec::new();
+        for (idx, rack) in racks.iter().enumerate() {
+            let i = idx + 1;
             let ns = lab.netns()?;
             let port = format!("n{i}");
-            veth(
-                &ns,
-                "eth0",
-                &[&format!("{}/24", node_addr(i))],
-                &hub,
-                &port,
-                &[],
-            )?;
-            hub.ip(&["link", "set", &port, "master", "br0"])?;
+            let addr = rack_addr(*rack, i);
+            veth(&ns, "eth0", &[&format!("{addr}/24")], &hub, &port, &[])?;
+            hub.ip(&["link", "set", &port, "master", &format!("br{rack}")])?;
+            if rack_count > 1 {
+                ns.ip(&["route", "add", "default", "via", &rack_gateway(*rack)])?;
+            }
             node_ns.push(ns);
+            addrs.push(addr);
         }
         let kubeconfig = lab.write(
             "kubeconfig",
@@ -78,12 +113,13 @@ impl Cluster {
         )?;
         let mut c = Cluster {
             api: None,
-            agents: (0..nodes).map(|_| None).collect(),
+            agents: (0..racks.len()).map(|_| None).collect(),
             api_ns,
             nodes: node_ns,
             hub,
             kubeconfig,
             config: agent_config.to_string(),
+            addrs,
             data: lab.path("api-store.json"),
         };
         c.start_api(lab)?;
@@ -176,7 +212,7 @@ impl Cluster {
             "PATCH",
             &format!("/api/v1/nodes/{name}/status"),
             Some(&json!({"status": {"addresses": [
-                {"type": "InternalIP", "address": node_addr(i)},
+                {"type": "InternalIP", "address": self.addrs[i - 1]},
                 {"type": "Hostname", "address": name},
             ]}})),
             "application/merge-patch+json",
@@ -224,9 +260,19 @@ impl Cluster {
     pub fn spawn_agent(&mut self, lab: &Lab, i: usize) -> Result<()> {
         let name = format!("n{i}");
         let socket = lab.path(&format!("{name}.sock"));
+        // The CNI conflist and allocations go to the lab dir, never to the host's.
+        let cni = if self.config.starts_with("cni:") || self.config.contains("\ncni:") {
+            String::new()
+        } else {
+            format!(
+                "cni:\n  conf_dir: {}\n  data_dir: {}\n",
+                lab.path(&format!("{name}-net.d")).display(),
+                lab.path(&format!("{name}-cni")).display()
+            )
+        };
         let config = lab.write(
             &format!("agent-{name}.yaml"),
-            &format!("socket: {}\n{}", socket.display(), self.config),
+            &format!("socket: {}\n{cni}{}", socket.display(), self.config),
         )?;
         let ns = &self.nodes[i - 1];
         let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
