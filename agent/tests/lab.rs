@@ -121,6 +121,19 @@ fn assert_paths(lab: &LabState, report: &Value) {
             assert_eq!(path, "vxlan", "cross-rack pair {from} -> {to}");
         }
     }
+    // Cross-check the route classification with packet counts: `check` re-runs every probe
+    // alone and records what the source node's VXLAN device sent meanwhile.
+    for p in probes.iter().filter(|p| p["kind"] != "external-lb") {
+        let Some(sent) = p["vxlan_packets"].as_u64() else {
+            continue;
+        };
+        let what = format!("{} -> {} ({})", p["from"], p["to"], p["path"]);
+        if p["path"] == "vxlan" {
+            assert!(sent > 0, "{what}: the VXLAN device sent nothing");
+        } else {
+            assert_eq!(sent, 0, "{what}: the VXLAN device sent {sent} packets");
+        }
+    }
     let n = lab.pods.len();
     assert_eq!(n, topo.nodes * 2, "pods: {:?}", lab.pods);
     assert_eq!(pairs.len(), n * (n - 1), "every ordered pod pair probed");
@@ -266,6 +279,15 @@ fn lab_bird_tor() {
     run_lab("r", "bgp", "bird");
 }
 
+#[test]
+fn lab_frr_tor() {
+    if !Path::new("/usr/lib/frr/bgpd").exists() || !Path::new("/usr/lib/frr/zebra").exists() {
+        eprintln!("frr is not installed: skipping the --tor frr lab");
+        return;
+    }
+    run_lab("f", "bgp", "frr");
+}
+
 /// A failed `up` (here: a ToR daemon that is not installed, or options that make no sense)
 /// builds nothing and leaves nothing.
 #[test]
@@ -316,7 +338,7 @@ fn lab_up_refuses_bad_options_and_leaves_nothing() {
 #[test]
 fn lab_up_failure_tears_down() {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = format!("rll{}f", std::process::id());
+    let prefix = format!("rll{}u", std::process::id());
     let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
     let state = state_dir.to_string_lossy().into_owned();
     let _guard = Guard {

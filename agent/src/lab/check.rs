@@ -68,6 +68,11 @@ pub struct Probe {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Packets the source node's VXLAN device(s) sent while this probe ran alone (a second,
+    /// sequential pass over the successful probes from nodes and pods; absent when no node has
+    /// a VXLAN device).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vxlan_packets: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,9 +134,41 @@ fn vxlan_tx(ns: &str) -> u64 {
         .sum()
 }
 
+fn has_vxlan(ns: &str) -> bool {
+    cmd::ip_in(ns, &["-j", "link", "show"])
+        .ok()
+        .and_then(|out| serde_json::from_str::<Value>(&out).ok())
+        .and_then(|v| {
+            v.as_array().map(|links| {
+                links.iter().any(|l| {
+                    l.get("ifname")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.starts_with("vxlan"))
+                })
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Runs every successful probe from a node or pod again, one at a time, and records how many
+/// packets the source node's VXLAN device(s) sent meanwhile.
+fn confirm_vxlan(topo: &Topology, jobs: &[Job], probes: &mut [Probe]) {
+    for (job, probe) in jobs.iter().zip(probes.iter_mut()) {
+        let Some(src) = job.src_node.filter(|_| probe.ok) else {
+            continue;
+        };
+        let ns = topo.node(src).netns;
+        let before = vxlan_tx(&ns);
+        let _ = responder::probe(&job.from_ns, job.addr, PROBE_TIMEOUT);
+        probe.vxlan_packets = Some(vxlan_tx(&ns).saturating_sub(before));
+    }
+}
+
 struct Job {
     from: String,
     from_ns: String,
+    /// The node the probe leaves from (1-based; `None` for the external client).
+    src_node: Option<usize>,
     to: String,
     kind: Kind,
     path: PathKind,
@@ -157,6 +194,7 @@ fn jobs(lab: &LabState) -> Vec<Job> {
             out.push(Job {
                 from: from.name.clone(),
                 from_ns: from.netns.clone(),
+                src_node: Some(from.node),
                 to: to.name.clone(),
                 kind: Kind::PodPod,
                 path: path(from.node, to.node, to.ip),
@@ -170,6 +208,7 @@ fn jobs(lab: &LabState) -> Vec<Job> {
             out.push(Job {
                 from: n.name.clone(),
                 from_ns: n.netns.clone(),
+                src_node: Some(n.index),
                 to: to.name.clone(),
                 kind: Kind::NodePod,
                 path: path(n.index, to.node, to.ip),
@@ -189,6 +228,7 @@ fn jobs(lab: &LabState) -> Vec<Job> {
         out.push(Job {
             from: "ext".into(),
             from_ns: topo.ext_ns(),
+            src_node: None,
             to: format!("lb {ip}"),
             kind: Kind::ExternalLb,
             path: if gw.is_some_and(|g| topo.node_by_addr(g).is_some()) {
@@ -229,6 +269,7 @@ fn run_job(j: &Job) -> Probe {
         path: j.path,
         ok: error.is_none(),
         error,
+        vxlan_packets: None,
     }
 }
 
@@ -262,7 +303,7 @@ pub fn probe_all(state_dir: &Path) -> Result<(LabState, Report), LabError> {
         .into_iter()
         .flatten()
         .collect();
-    let vxlan_tx_packets = topo
+    let vxlan_tx_packets: BTreeMap<String, u64> = topo
         .node_list()
         .into_iter()
         .map(|n| {
@@ -270,6 +311,10 @@ pub fn probe_all(state_dir: &Path) -> Result<(LabState, Report), LabError> {
             (n.name.clone(), vxlan_tx(&n.netns).saturating_sub(b))
         })
         .collect();
+    let mut probes = probes;
+    if topo.node_list().iter().any(|n| has_vxlan(&n.netns)) {
+        confirm_vxlan(&topo, &jobs, &mut probes);
+    }
     let mut ok = probes.len() == jobs.len() && probes.iter().all(|p| p.ok);
     if lab.pods.len() != topo.pods().len() || lab.lb_ip.is_none() {
         ok = false;
@@ -446,6 +491,7 @@ mod tests {
                     path: PathKind::Vxlan,
                     ok: true,
                     error: None,
+                    vxlan_packets: Some(4),
                 },
                 Probe {
                     from: "n3-p1".into(),
@@ -454,6 +500,7 @@ mod tests {
                     path: PathKind::ViaTor,
                     ok: false,
                     error: Some("connect: timed out".into()),
+                    vxlan_packets: None,
                 },
                 Probe {
                     from: "ext".into(),
@@ -462,6 +509,7 @@ mod tests {
                     path: PathKind::ViaTor,
                     ok: true,
                     error: None,
+                    vxlan_packets: None,
                 },
             ],
             vxlan_tx_packets: BTreeMap::from([("n1".to_string(), 3)]),
@@ -471,6 +519,8 @@ mod tests {
         assert_eq!(v["probes"][0]["kind"], "pod-pod");
         assert_eq!(v["probes"][0]["path"], "vxlan");
         assert!(v["probes"][0].get("error").is_none());
+        assert_eq!(v["probes"][0]["vxlan_packets"], 4);
+        assert!(v["probes"][1].get("vxlan_packets").is_none());
         assert_eq!(v["probes"][1]["path"], "via-tor");
         assert_eq!(v["probes"][1]["error"], "connect: timed out");
         assert_eq!(v["probes"][2]["kind"], "external-lb");
