@@ -301,7 +301,7 @@ fn pod_blocks_are_routed_through_one_vtep() {
 #[test]
 fn macs_parse_and_format() {
     assert_eq!(
-        parse_mac("0a:58:0a:f4:01:01"),
+        parse_vtep_mac("0a:58:0a:f4:01:01"),
         Ok([0x0a, 0x58, 10, 244, 1, 1])
     );
     assert_eq!(
@@ -315,7 +315,7 @@ fn macs_parse_and_format() {
         "01:00:5e:00:00:01",
         "00:00:00:00:00:00",
     ] {
-        assert!(parse_mac(bad).is_err(), "{bad}");
+        assert!(parse_vtep_mac(bad).is_err(), "{bad}");
     }
     assert_eq!(
         vtep_address(&[pfx("10.244.3.0/24")], true),
