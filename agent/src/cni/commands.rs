@@ -61,6 +61,24 @@ pub fn run(env: &CniEnv, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         return Ok(Some(version_json()));
     }
     let conf = config::parse(stdin)?;
+    // Commands newer than the config's spec version (as libcni's skel does).
+    let since = match command {
+        Command::Check => Some(("CHECK", (0, 4))),
+        Command::Status => Some(("STATUS", (1, 1))),
+        Command::Gc => Some(("GC", (1, 1))),
+        _ => None,
+    };
+    if let Some((name, min)) = since {
+        if !config::version_at_least(&conf.cni_version, min) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "cniVersion {} does not allow {name} (needs {}.{}.0 or newer)",
+                    conf.cni_version, min.0, min.1
+                ),
+            ));
+        }
+    }
     match command {
         Command::Add => add(env, &conf).map(Some),
         Command::Del => del(env, &conf).map(|()| None),
@@ -114,6 +132,9 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
+    if conf.ranges.is_empty() {
+        return Err(CniError::new(code::INVALID_CONFIG, "ipam.ranges: is empty"));
+    }
     ensure_netns(&netns)?;
     let host_veth = link::host_veth_name(container_id, ifname);
     let store = Store::open(&conf.data_dir, &conf.name).map_err(ipam_err)?;
@@ -143,7 +164,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         }
     };
     drop(store);
-    let result = CniResult {
+    let ours = CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
             Interface {
@@ -180,7 +201,28 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
             .collect(),
         dns: json!({}),
     };
-    Ok(result.to_json())
+    Ok(merge(conf.prev_result.as_ref(), ours).to_json())
+}
+
+/// ADD with a `prevResult` (a plugin before us in the list): keep its interfaces, addresses,
+/// routes and DNS, and append ours (our `interface` indexes shifted accordingly).
+fn merge(prev: Option<&CniResult>, mut ours: CniResult) -> CniResult {
+    let Some(prev) = prev else {
+        return ours;
+    };
+    let offset = prev.interfaces.len();
+    for ip in &mut ours.ips {
+        ip.interface = ip.interface.map(|i| i + offset);
+    }
+    let mut out = prev.clone();
+    out.cni_version = ours.cni_version;
+    out.interfaces.extend(ours.interfaces);
+    out.ips.extend(ours.ips);
+    out.routes.extend(ours.routes);
+    if out.dns.is_null() {
+        out.dns = ours.dns;
+    }
+    out
 }
 
 /// Host veth names a record may name: ours only (prefix + length), so a corrupt file never
@@ -271,6 +313,11 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 fn status(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    if conf.ranges.is_empty() {
+        return Err(unavailable(
+            "no pod address range configured (ipam.ranges is empty)".into(),
+        ));
+    }
     let dir: PathBuf = conf.data_dir.join(&conf.name);
     std::fs::create_dir_all(&dir)
         .and_then(|()| {
@@ -406,6 +453,59 @@ mod tests {
             "ipam":{"ranges":["10.0.0.0/24"],"dataDir":"/nonexistent/rlc"}}"#;
         let e = run(&env(&[("CNI_COMMAND", "GC")]), conf).unwrap_err();
         assert_eq!(e.code, 7);
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.1.0","name":"n","type":"routelet-cni",
+            "ipam":{"ranges":[],"dataDir":"/nonexistent/rlc"}}"#;
+
+    #[test]
+    fn commands_newer_than_the_config_version_are_code_1() {
+        for (cmd, version) in [("CHECK", "0.3.1"), ("STATUS", "1.0.0"), ("GC", "0.4.0")] {
+            let conf = CONF.replace("1.1.0", version);
+            let e = run(
+                &env(&[
+                    ("CNI_COMMAND", cmd),
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "eth0"),
+                ]),
+                conf.as_bytes(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, 1, "{cmd} {version}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_ranges_are_invalid_for_add_and_unavailable_for_status() {
+        let add = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+        ];
+        assert_eq!(run(&env(&add), CONF.as_bytes()).unwrap_err().code, 7);
+        let status = [("CNI_COMMAND", "STATUS")];
+        assert_eq!(run(&env(&status), CONF.as_bytes()).unwrap_err().code, 50);
+    }
+
+    #[test]
+    fn add_appends_to_a_previous_result() {
+        let prev: CniResult = serde_json::from_value(json!({"cniVersion":"1.1.0",
+            "interfaces":[{"name":"x0"}],"ips":[{"address":"192.0.2.5/24","interface":0}],
+            "dns":{"nameservers":["192.0.2.53"]}}))
+        .unwrap();
+        let ours: CniResult = serde_json::from_value(json!({"cniVersion":"1.1.0",
+            "interfaces":[{"name":"rl0"},{"name":"eth0"}],
+            "ips":[{"address":"10.0.0.2/32","interface":1}],
+            "routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}))
+        .unwrap();
+        let m = merge(Some(&prev), ours.clone());
+        assert_eq!(m.interfaces.len(), 3);
+        assert_eq!(m.ips[1].interface, Some(2));
+        assert_eq!(m.ips.len(), 2);
+        assert_eq!(m.routes.len(), 1);
+        assert_eq!(m.dns["nameservers"][0], "192.0.2.53");
+        assert_eq!(merge(None, ours.clone()), ours);
     }
 
     #[test]

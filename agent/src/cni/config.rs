@@ -27,7 +27,8 @@ pub struct NetConf {
     pub plugin_type: String,
     /// MTU of both veth ends; `None` leaves the kernel default.
     pub mtu: Option<u32>,
-    /// Pod address ranges (network addresses), in configuration order.
+    /// Pod address ranges (network addresses), in configuration order; may be empty (ADD
+    /// then fails with code 7, STATUS with code 50).
     pub ranges: Vec<IpNet>,
     pub data_dir: PathBuf,
     pub prev_result: Option<CniResult>,
@@ -60,6 +61,14 @@ fn string_field<'a>(obj: &'a Value, field: &str) -> Result<Option<&'a str>, CniE
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(invalid(field, format!("must be a string, not {other}"))),
     }
+}
+
+/// Whether spec version `v` (e.g. "0.4.0") is at least `min` (major, minor).
+pub fn version_at_least(v: &str, min: (u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
 }
 
 /// Parse and validate the network configuration from stdin.
@@ -165,9 +174,6 @@ fn parse_ranges(v: Option<&Value>) -> Result<Vec<IpNet>, CniError> {
             ))
         }
     };
-    if list.is_empty() {
-        return Err(invalid(FIELD, "is empty"));
-    }
     let mut out: Vec<IpNet> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let field = format!("{FIELD}[{i}]");
@@ -300,6 +306,10 @@ mod tests {
         assert!(e.msg.contains("ipam.ranges[0]"), "{}", e.msg);
 
         let mut v = base();
+        v["ipam"]["ranges"] = json!([]);
+        assert!(conf(v).unwrap().ranges.is_empty());
+
+        let mut v = base();
         v["ipam"]["ranges"] = json!(["10.244.1.0/24", "10.244.0.0/16"]);
         assert!(err(v).msg.contains("overlaps"));
 
@@ -341,5 +351,10 @@ mod tests {
         assert_eq!(answer_version(b"{\"cniVersion\":\"0.4.0\"}"), "0.4.0");
         assert_eq!(answer_version(b"{\"cniVersion\":\"9.9.9\"}"), "1.1.0");
         assert_eq!(answer_version(b"garbage"), "1.1.0");
+        assert!(version_at_least("0.4.0", (0, 4)));
+        assert!(version_at_least("1.0.0", (0, 4)));
+        assert!(!version_at_least("0.3.1", (0, 4)));
+        assert!(!version_at_least("1.0.0", (1, 1)));
+        assert!(version_at_least("1.1.0", (1, 1)));
     }
 }
