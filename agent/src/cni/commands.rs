@@ -205,24 +205,71 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
 }
 
 /// ADD with a `prevResult` (a plugin before us in the list): keep its interfaces, addresses,
-/// routes and DNS, and append ours (our `interface` indexes shifted accordingly).
+/// routes and DNS, and append ours (our `interface` indexes shifted accordingly). Entries of
+/// `prevResult` that are ours already (a repeated ADD handed its own result back) are
+/// replaced, not duplicated.
 fn merge(prev: Option<&CniResult>, mut ours: CniResult) -> CniResult {
     let Some(prev) = prev else {
         return ours;
     };
-    let offset = prev.interfaces.len();
+    let is_ours = |i: &Interface| {
+        ours.interfaces
+            .iter()
+            .any(|o| o.name == i.name && o.sandbox == i.sandbox)
+    };
+    let mut index_map: Vec<Option<usize>> = Vec::with_capacity(prev.interfaces.len());
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for i in &prev.interfaces {
+        if is_ours(i) {
+            index_map.push(None);
+        } else {
+            index_map.push(Some(interfaces.len()));
+            interfaces.push(i.clone());
+        }
+    }
+    let our_addrs: Vec<IpAddr> = ours.ips.iter().map(|c| c.address.addr()).collect();
+    let mut ips: Vec<IpConfig> = Vec::new();
+    for c in &prev.ips {
+        if our_addrs.contains(&c.address.addr()) {
+            continue;
+        }
+        let interface = match c.interface {
+            None => None,
+            Some(i) => match index_map.get(i).copied().flatten() {
+                Some(n) => Some(n),
+                None => continue,
+            },
+        };
+        ips.push(IpConfig {
+            interface,
+            ..c.clone()
+        });
+    }
+    let offset = interfaces.len();
     for ip in &mut ours.ips {
         ip.interface = ip.interface.map(|i| i + offset);
     }
-    let mut out = prev.clone();
-    out.cni_version = ours.cni_version;
-    out.interfaces.extend(ours.interfaces);
-    out.ips.extend(ours.ips);
-    out.routes.extend(ours.routes);
-    if out.dns.is_null() {
-        out.dns = ours.dns;
+    let mut routes: Vec<RouteConfig> = prev
+        .routes
+        .iter()
+        .filter(|r| !ours.routes.contains(r))
+        .cloned()
+        .collect();
+    interfaces.extend(ours.interfaces);
+    ips.extend(ours.ips);
+    routes.extend(ours.routes);
+    let dns = if prev.dns.is_null() {
+        ours.dns
+    } else {
+        prev.dns.clone()
+    };
+    CniResult {
+        cni_version: ours.cni_version,
+        interfaces,
+        ips,
+        routes,
+        dns,
     }
-    out
 }
 
 /// Host veth names a record may name: ours only (prefix + length), so a corrupt file never
@@ -506,6 +553,13 @@ mod tests {
         assert_eq!(m.routes.len(), 1);
         assert_eq!(m.dns["nameservers"][0], "192.0.2.53");
         assert_eq!(merge(None, ours.clone()), ours);
+        // Our own earlier result handed back: replaced, not duplicated.
+        let again = merge(Some(&m), ours.clone());
+        assert_eq!(again.interfaces.len(), 3);
+        assert_eq!(again.ips.len(), 2);
+        assert_eq!(again.ips[0].interface, Some(0));
+        assert_eq!(again.ips[1].interface, Some(2));
+        assert_eq!(again.routes.len(), 1);
     }
 
     #[test]
