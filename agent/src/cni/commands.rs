@@ -135,6 +135,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     if conf.ranges.is_empty() {
         return Err(CniError::new(code::INVALID_CONFIG, "ipam.ranges: is empty"));
     }
+    let prev = conf.prev_result()?;
     ensure_netns(&netns)?;
     let host_veth = link::host_veth_name(container_id, ifname);
     let store = Store::open(&conf.data_dir, &conf.name).map_err(ipam_err)?;
@@ -201,7 +202,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
             .collect(),
         dns: json!({}),
     };
-    Ok(merge(conf.prev_result.as_ref(), ours).to_json())
+    Ok(merge(prev.as_ref(), ours).to_json())
 }
 
 /// ADD with a `prevResult` (a plugin before us in the list): keep its interfaces, addresses,
@@ -306,7 +307,8 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+    let prev = conf.prev_result()?;
+    let prev = prev.as_ref().ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,
             "prevResult: is missing (CHECK needs the result of ADD)",
