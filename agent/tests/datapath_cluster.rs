@@ -328,3 +328,69 @@ fn routed_cross_subnet_goes_through_the_fabric() -> Result<()> {
         other_protocol_route_intact(&c)
     })
 }
+
+/// Warning Events with `reason` about node `node` (their notes).
+fn events(c: &Cluster, reason: &str, node: &str) -> Result<Vec<String>> {
+    let events = c.request(
+        "GET",
+        "/apis/events.k8s.io/v1/events",
+        None,
+        "application/json",
+    )?;
+    Ok(events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == reason && e["regarding"]["name"] == node)
+        .filter_map(|e| e["note"].as_str().map(str::to_string))
+        .collect())
+}
+
+#[test]
+fn bad_datapath_input_is_reported_and_the_rest_keeps_working() -> Result<()> {
+    Lab::run("dp-bad", |lab| {
+        // An underlay interface that does not exist: no VXLAN, an Event on each node, and the
+        // same-rack routes (BGP) still work.
+        let c = start(lab, "interface: nosuch0\n")?;
+        wait_route(&c, 1, &pod_cidr(2), &c.addrs[1], "eth0", false)?;
+        wait_ping(&c, 1, 2)?;
+        wait_until(
+            "VXLANUnderlay event on n1",
+            Duration::from_secs(15),
+            |seen| {
+                let notes = events(&c, "VXLANUnderlay", "n1")?;
+                *seen = format!("{notes:?}");
+                Ok(notes.iter().any(|n| n.contains("nosuch0")))
+            },
+        )?;
+        ensure(
+            route(&c, 1, &pod_cidr(3))?.is_none(),
+            "a route to n3 without VXLAN",
+        )?;
+        // A node claiming another node's pod CIDR: reported on it, the owner's route stays.
+        c.request(
+            "PATCH",
+            "/api/v1/nodes/n3",
+            Some(&json!({"spec": {"podCIDR": "10.244.2.0/25", "podCIDRs": ["10.244.2.0/25"]}})),
+            "application/merge-patch+json",
+        )?;
+        wait_until(
+            "PodCIDROverlap event on n3",
+            Duration::from_secs(15),
+            |seen| {
+                let notes = events(&c, "PodCIDROverlap", "n3")?;
+                *seen = format!("{notes:?}");
+                Ok(!notes.is_empty())
+            },
+        )?;
+        ensure(
+            ping(&c, 1, 2)?,
+            "n1 -> n2 still works after n3's bad pod CIDR",
+        )?;
+        let r = route(&c, 1, &pod_cidr(2))?;
+        ensure(
+            r == Some((c.addrs[1].clone(), "eth0".into(), false)),
+            format!("n1's route to n2 changed: {r:?}"),
+        )
+    })
+}

@@ -95,7 +95,8 @@ pub struct LocalVtep {
 pub struct ForwardingPlan {
     /// (node, IPv4?) -> path, for every remote node with pod prefixes of that family.
     pub paths: BTreeMap<(String, bool), PathKind>,
-    /// Static routes to remote pod prefixes (the controller adds its blackholes), by prefix.
+    /// Static routes to remote pod prefixes (the controller adds its blackholes), by prefix;
+    /// one without next hops suppresses its prefix (an overlapping pod CIDR).
     pub routes: Vec<KernelRoute>,
     pub peers_v4: BTreeSet<VtepPeer>,
     pub peers_v6: BTreeSet<VtepPeer>,
@@ -177,35 +178,40 @@ pub fn forwarding_plan(
     let mut plan = ForwardingPlan::default();
     let dp = &settings.datapath;
 
-    // Pod prefixes by owner; an overlap with a prefix already taken (this node's first, then
-    // the others by name) is a problem of the later node and is not routed.
-    let mut taken: Vec<(Prefix, String)> = pod_prefixes(settings, me)
-        .into_iter()
-        .map(|p| (p, me.name.clone()))
-        .collect();
+    // Pod prefixes by owner; a prefix overlapping one already taken by a node earlier by name
+    // (the same verdict on every node) is a problem of the later node: not routed, and its
+    // BGP route (if any) suppressed so it cannot divert the owner's traffic.
+    let mut taken: Vec<(Prefix, String)> = Vec::new();
     let mut remote: Vec<(&NodeInfo, Vec<Prefix>)> = Vec::new();
-    for node in snapshot.nodes.values().filter(|n| n.name != me.name) {
+    for node in snapshot.nodes.values() {
         let mut kept = Vec::new();
         for p in pod_prefixes(settings, node) {
             match taken
                 .iter()
                 .find(|(t, _)| t.contains(&p.network()) || p.contains(&t.network()))
             {
-                Some((t, owner)) => plan.problems.push(Problem {
-                    object: ObjectRef::Node(node.name.clone()),
-                    reason: "PodCIDROverlap",
-                    message: format!(
-                        "pod CIDR {p} overlaps {t} of node {owner}; not routed from node {}",
-                        me.name
-                    ),
-                }),
+                Some((t, owner)) => {
+                    plan.problems.push(Problem {
+                        object: ObjectRef::Node(node.name.clone()),
+                        reason: "PodCIDROverlap",
+                        message: format!(
+                            "pod CIDR {p} overlaps {t} of node {owner}; not routed to this node"
+                        ),
+                    });
+                    if node.name != me.name {
+                        plan.routes.push(KernelRoute {
+                            prefix: p,
+                            next_hops: Vec::new(),
+                        });
+                    }
+                }
                 None => {
                     taken.push((p, node.name.clone()));
                     kept.push(p);
                 }
             }
         }
-        if !kept.is_empty() {
+        if !kept.is_empty() && node.name != me.name {
             remote.push((node, kept));
         }
     }
