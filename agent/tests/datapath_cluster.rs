@@ -394,3 +394,122 @@ fn bad_datapath_input_is_reported_and_the_rest_keeps_working() -> Result<()> {
         )
     })
 }
+
+/// Runs the CNI plugin in node `i`'s namespace exactly as a runtime does (argv[0]
+/// `routelet-cni`, CNI_* variables, the network config on stdin); its stdout as JSON.
+fn cni_add(
+    c: &Cluster,
+    i: usize,
+    container: &str,
+    pod_ns: &str,
+    conf_dir: &std::path::Path,
+) -> Result<Value> {
+    use std::io::Write;
+    let list_text = std::fs::read_to_string(conf_dir.join("10-routelet.conflist"))
+        .map_err(|e| interop::LabError::io("read the conflist", e))?;
+    let list = parse_json("conflist", &list_text)?;
+    let mut conf = list["plugins"][0].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.nodes[i - 1].name(),
+            "bash",
+            "-c",
+            "exec -a routelet-cni \"$0\"",
+            interop::routelet::BIN,
+        ])
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", format!("/var/run/netns/{pod_ns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| interop::LabError::io("spawn the CNI plugin", e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(conf.to_string().as_bytes())
+            .map_err(|e| interop::LabError::io("write the CNI config", e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| interop::LabError::io("wait for the CNI plugin", e))?;
+    parse_json("CNI result", &String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn a_node_whose_pod_blocks_fill_up_claims_another() -> Result<()> {
+    Lab::run("dp-refill", |lab| {
+        // /29 blocks: 5 addresses for pods (network, VTEP and broadcast are not handed out).
+        let mut c = Cluster::with_racks(
+            lab,
+            &[0],
+            &format!("{AGENT_CONFIG}pod_cidr_source: blocks\nblock_size: 29\n"),
+        )?;
+        c.request(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "routelet-system"}})),
+            "application/json",
+        )?;
+        c.create_node(1, json!({}))?;
+        c.start_agent(lab, 1)?;
+        let conf_dir = lab.path("n1-net.d");
+        let blocks = |c: &Cluster| -> Result<Vec<String>> {
+            let n = c.request("GET", "/api/v1/nodes/n1", None, "application/json")?;
+            Ok(n["metadata"]["annotations"]["routelet.io/blocks"]
+                .as_str()
+                .map(|s| {
+                    s.split(',')
+                        .filter(|b| !b.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default())
+        };
+        wait_until(
+            "the first block and the conflist",
+            Duration::from_secs(15),
+            |seen| {
+                let b = blocks(&c)?;
+                *seen = format!("{b:?}");
+                Ok(b.len() == 1 && conf_dir.join("10-routelet.conflist").exists())
+            },
+        )?;
+        let mut pods = Vec::new();
+        let mut ips = Vec::new();
+        for k in 0..5 {
+            let pod = lab.netns()?;
+            let res = cni_add(&c, 1, &format!("pod{k}"), pod.name(), &conf_dir)?;
+            let ip = res["ips"][0]["address"].as_str().unwrap_or("").to_string();
+            ensure(!ip.is_empty(), format!("ADD {k}: {res}"))?;
+            ips.push(ip);
+            pods.push(pod);
+        }
+        // Full: the agent claims a second block and lists it in the conflist.
+        wait_until(
+            "a second block in the conflist",
+            Duration::from_secs(25),
+            |seen| {
+                let b = blocks(&c)?;
+                let text = std::fs::read_to_string(conf_dir.join("10-routelet.conflist"))
+                    .unwrap_or_default();
+                *seen = format!("{b:?} {text}");
+                Ok(b.len() == 2 && b.iter().all(|blk| text.contains(blk.as_str())))
+            },
+        )?;
+        let pod = lab.netns()?;
+        let res = cni_add(&c, 1, "pod5", pod.name(), &conf_dir)?;
+        let ip = res["ips"][0]["address"].as_str().unwrap_or("").to_string();
+        ensure(
+            !ip.is_empty() && !ips.contains(&ip),
+            format!("sixth pod: {res}"),
+        )?;
+        pods.push(pod);
+        Ok(())
+    })
+}
