@@ -618,6 +618,52 @@ fn fib_task_barrier_answers_once_earlier_commands_are_in_the_kernel() {
 }
 
 #[test]
+fn fib_task_static_without_next_hops_suppresses_the_learned_route() {
+    let ns = setup();
+    ns.block_on(|| async {
+        let stats = Arc::new(FibStats::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let task = spawn_fib_task(new_fib(), rx, Arc::clone(&stats));
+        tx.send(set("10.244.9.0/25", &["10.0.0.9"]))
+            .await
+            .expect("send");
+        let learned = map(&[("10.244.9.0/25", &["10.0.0.9"])]);
+        wait_for("learned route", Duration::from_secs(5), || {
+            kernel_routes(&ns) == learned
+        })
+        .await;
+        let suppress = vec![KernelRoute {
+            prefix: p("10.244.9.0/25"),
+            next_hops: vec![],
+        }];
+        tx.send(FibCommand::SetStatic(suppress))
+            .await
+            .expect("send");
+        wait_for("suppressed", Duration::from_secs(5), || {
+            kernel_routes(&ns).is_empty()
+        })
+        .await;
+        // A new learned path for it stays suppressed...
+        tx.send(set("10.244.9.0/25", &["10.0.0.8"]))
+            .await
+            .expect("send");
+        let (ack, done) = tokio::sync::oneshot::channel();
+        tx.send(FibCommand::Barrier(ack)).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        assert!(kernel_routes(&ns).is_empty());
+        // ...until the suppression goes.
+        tx.send(FibCommand::SetStatic(vec![])).await.expect("send");
+        let back = map(&[("10.244.9.0/25", &["10.0.0.8"])]);
+        wait_for("learned route back", Duration::from_secs(5), || {
+            kernel_routes(&ns) == back
+        })
+        .await;
+        tx.send(FibCommand::Shutdown).await.expect("send");
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    });
+}
+
+#[test]
 fn fib_task_installs_onlink_static_routes() {
     let ns = setup();
     ns.block_on(|| async {

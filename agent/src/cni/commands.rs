@@ -61,6 +61,24 @@ pub fn run(env: &CniEnv, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         return Ok(Some(version_json()));
     }
     let conf = config::parse(stdin)?;
+    // Commands newer than the config's spec version (as libcni's skel does).
+    let since = match command {
+        Command::Check => Some(("CHECK", (0, 4))),
+        Command::Status => Some(("STATUS", (1, 1))),
+        Command::Gc => Some(("GC", (1, 1))),
+        _ => None,
+    };
+    if let Some((name, min)) = since {
+        if !config::version_at_least(&conf.cni_version, min) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "cniVersion {} does not allow {name} (needs {}.{}.0 or newer)",
+                    conf.cni_version, min.0, min.1
+                ),
+            ));
+        }
+    }
     match command {
         Command::Add => add(env, &conf).map(Some),
         Command::Del => del(env, &conf).map(|()| None),
@@ -114,6 +132,10 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
+    if conf.ranges.is_empty() {
+        return Err(CniError::new(code::INVALID_CONFIG, "ipam.ranges: is empty"));
+    }
+    let prev = conf.prev_result()?;
     ensure_netns(&netns)?;
     let host_veth = link::host_veth_name(container_id, ifname);
     let store = Store::open(&conf.data_dir, &conf.name).map_err(ipam_err)?;
@@ -143,7 +165,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         }
     };
     drop(store);
-    let result = CniResult {
+    let ours = CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
             Interface {
@@ -180,7 +202,75 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
             .collect(),
         dns: json!({}),
     };
-    Ok(result.to_json())
+    Ok(merge(prev.as_ref(), ours).to_json())
+}
+
+/// ADD with a `prevResult` (a plugin before us in the list): keep its interfaces, addresses,
+/// routes and DNS, and append ours (our `interface` indexes shifted accordingly). Entries of
+/// `prevResult` that are ours already (a repeated ADD handed its own result back) are
+/// replaced, not duplicated.
+fn merge(prev: Option<&CniResult>, mut ours: CniResult) -> CniResult {
+    let Some(prev) = prev else {
+        return ours;
+    };
+    let is_ours = |i: &Interface| {
+        ours.interfaces
+            .iter()
+            .any(|o| o.name == i.name && o.sandbox == i.sandbox)
+    };
+    let mut index_map: Vec<Option<usize>> = Vec::with_capacity(prev.interfaces.len());
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for i in &prev.interfaces {
+        if is_ours(i) {
+            index_map.push(None);
+        } else {
+            index_map.push(Some(interfaces.len()));
+            interfaces.push(i.clone());
+        }
+    }
+    let our_addrs: Vec<IpAddr> = ours.ips.iter().map(|c| c.address.addr()).collect();
+    let mut ips: Vec<IpConfig> = Vec::new();
+    for c in &prev.ips {
+        if our_addrs.contains(&c.address.addr()) {
+            continue;
+        }
+        let interface = match c.interface {
+            None => None,
+            Some(i) => match index_map.get(i).copied().flatten() {
+                Some(n) => Some(n),
+                None => continue,
+            },
+        };
+        ips.push(IpConfig {
+            interface,
+            ..c.clone()
+        });
+    }
+    let offset = interfaces.len();
+    for ip in &mut ours.ips {
+        ip.interface = ip.interface.map(|i| i + offset);
+    }
+    let mut routes: Vec<RouteConfig> = prev
+        .routes
+        .iter()
+        .filter(|r| !ours.routes.contains(r))
+        .cloned()
+        .collect();
+    interfaces.extend(ours.interfaces);
+    ips.extend(ours.ips);
+    routes.extend(ours.routes);
+    let dns = if prev.dns.is_null() {
+        ours.dns
+    } else {
+        prev.dns.clone()
+    };
+    CniResult {
+        cni_version: ours.cni_version,
+        interfaces,
+        ips,
+        routes,
+        dns,
+    }
 }
 
 /// Host veth names a record may name: ours only (prefix + length), so a corrupt file never
@@ -217,7 +307,8 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+    let prev = conf.prev_result()?;
+    let prev = prev.as_ref().ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,
             "prevResult: is missing (CHECK needs the result of ADD)",
@@ -271,6 +362,11 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 fn status(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    if conf.ranges.is_empty() {
+        return Err(unavailable(
+            "no pod address range configured (ipam.ranges is empty)".into(),
+        ));
+    }
     let dir: PathBuf = conf.data_dir.join(&conf.name);
     std::fs::create_dir_all(&dir)
         .and_then(|()| {
@@ -406,6 +502,66 @@ mod tests {
             "ipam":{"ranges":["10.0.0.0/24"],"dataDir":"/nonexistent/rlc"}}"#;
         let e = run(&env(&[("CNI_COMMAND", "GC")]), conf).unwrap_err();
         assert_eq!(e.code, 7);
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.1.0","name":"n","type":"routelet-cni",
+            "ipam":{"ranges":[],"dataDir":"/nonexistent/rlc"}}"#;
+
+    #[test]
+    fn commands_newer_than_the_config_version_are_code_1() {
+        for (cmd, version) in [("CHECK", "0.3.1"), ("STATUS", "1.0.0"), ("GC", "0.4.0")] {
+            let conf = CONF.replace("1.1.0", version);
+            let e = run(
+                &env(&[
+                    ("CNI_COMMAND", cmd),
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "eth0"),
+                ]),
+                conf.as_bytes(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, 1, "{cmd} {version}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_ranges_are_invalid_for_add_and_unavailable_for_status() {
+        let add = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+        ];
+        assert_eq!(run(&env(&add), CONF.as_bytes()).unwrap_err().code, 7);
+        let status = [("CNI_COMMAND", "STATUS")];
+        assert_eq!(run(&env(&status), CONF.as_bytes()).unwrap_err().code, 50);
+    }
+
+    #[test]
+    fn add_appends_to_a_previous_result() {
+        let prev: CniResult = serde_json::from_value(json!({"cniVersion":"1.1.0",
+            "interfaces":[{"name":"x0"}],"ips":[{"address":"192.0.2.5/24","interface":0}],
+            "dns":{"nameservers":["192.0.2.53"]}}))
+        .unwrap();
+        let ours: CniResult = serde_json::from_value(json!({"cniVersion":"1.1.0",
+            "interfaces":[{"name":"rl0"},{"name":"eth0"}],
+            "ips":[{"address":"10.0.0.2/32","interface":1}],
+            "routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}))
+        .unwrap();
+        let m = merge(Some(&prev), ours.clone());
+        assert_eq!(m.interfaces.len(), 3);
+        assert_eq!(m.ips[1].interface, Some(2));
+        assert_eq!(m.ips.len(), 2);
+        assert_eq!(m.routes.len(), 1);
+        assert_eq!(m.dns["nameservers"][0], "192.0.2.53");
+        assert_eq!(merge(None, ours.clone()), ours);
+        // Our own earlier result handed back: replaced, not duplicated.
+        let again = merge(Some(&m), ours.clone());
+        assert_eq!(again.interfaces.len(), 3);
+        assert_eq!(again.ips.len(), 2);
+        assert_eq!(again.ips[0].interface, Some(0));
+        assert_eq!(again.ips[1].interface, Some(2));
+        assert_eq!(again.routes.len(), 1);
     }
 
     #[test]

@@ -27,12 +27,27 @@ pub struct NetConf {
     pub plugin_type: String,
     /// MTU of both veth ends; `None` leaves the kernel default.
     pub mtu: Option<u32>,
-    /// Pod address ranges (network addresses), in configuration order.
+    /// Pod address ranges (network addresses), in configuration order; may be empty (ADD
+    /// then fails with code 7, STATUS with code 50).
     pub ranges: Vec<IpNet>,
     pub data_dir: PathBuf,
-    pub prev_result: Option<CniResult>,
+    /// `prevResult` as given; parsed by [`NetConf::prev_result`] only where it is used (ADD,
+    /// CHECK), so a cached result in a shape we do not read never fails a DEL.
+    pub prev_result_raw: Option<Value>,
     /// `cni.dev/valid-attachments` (GC only); `None` when absent.
     pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+impl NetConf {
+    /// The parsed `prevResult`, if any (code 7 naming `prevResult` when it is malformed).
+    pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
+        self.prev_result_raw
+            .as_ref()
+            .map(|v| {
+                serde_json::from_value::<CniResult>(v.clone()).map_err(|e| invalid("prevResult", e))
+            })
+            .transpose()
+    }
 }
 
 /// The `cniVersion` to put into an error answer for this input: the config's own when it is
@@ -60,6 +75,14 @@ fn string_field<'a>(obj: &'a Value, field: &str) -> Result<Option<&'a str>, CniE
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(invalid(field, format!("must be a string, not {other}"))),
     }
+}
+
+/// Whether spec version `v` (e.g. "0.4.0") is at least `min` (major, minor).
+pub fn version_at_least(v: &str, min: (u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
 }
 
 /// Parse and validate the network configuration from stdin.
@@ -124,12 +147,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         }
     };
     let mtu = parse_mtu(root.get("mtu"), &ranges)?;
-    let prev_result = match root.get("prevResult") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            serde_json::from_value::<CniResult>(v.clone()).map_err(|e| invalid("prevResult", e))?,
-        ),
-    };
+    let prev_result_raw = root.get("prevResult").filter(|v| !v.is_null()).cloned();
     let attachments = root
         .get("cni.dev/valid-attachments")
         .map(|v| ("cni.dev/valid-attachments", v))
@@ -148,7 +166,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         mtu,
         ranges,
         data_dir,
-        prev_result,
+        prev_result_raw,
         valid_attachments,
     })
 }
@@ -165,9 +183,6 @@ fn parse_ranges(v: Option<&Value>) -> Result<Vec<IpNet>, CniError> {
             ))
         }
     };
-    if list.is_empty() {
-        return Err(invalid(FIELD, "is empty"));
-    }
     let mut out: Vec<IpNet> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let field = format!("{FIELD}[{i}]");
@@ -261,7 +276,7 @@ mod tests {
         assert_eq!(c.mtu, Some(1450));
         assert_eq!(c.ranges.len(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/x"));
-        assert!(c.prev_result.is_none());
+        assert!(c.prev_result().unwrap().is_none());
         assert!(c.valid_attachments.is_none());
     }
 
@@ -278,8 +293,18 @@ mod tests {
         let c = conf(v).unwrap();
         assert_eq!(c.mtu, None);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
-        assert_eq!(c.prev_result.unwrap().ips.len(), 1);
+        assert_eq!(c.valid_attachments.as_ref().unwrap()[0].container_id, "c1");
+        assert_eq!(c.prev_result().unwrap().unwrap().ips.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_prev_result_fails_only_where_it_is_read() {
+        let mut v = base();
+        v["prevResult"] = json!({"ip4": {"ip": "10.0.0.2/24"}, "ips": [{"address": "zz"}]});
+        let c = conf(v).unwrap();
+        let e = c.prev_result().unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("prevResult"), "{}", e.msg);
     }
 
     fn err(v: Value) -> CniError {
@@ -298,6 +323,10 @@ mod tests {
         v["ipam"]["ranges"] = json!(["10.244.1.1/24"]);
         let e = err(v);
         assert!(e.msg.contains("ipam.ranges[0]"), "{}", e.msg);
+
+        let mut v = base();
+        v["ipam"]["ranges"] = json!([]);
+        assert!(conf(v).unwrap().ranges.is_empty());
 
         let mut v = base();
         v["ipam"]["ranges"] = json!(["10.244.1.0/24", "10.244.0.0/16"]);
@@ -341,5 +370,10 @@ mod tests {
         assert_eq!(answer_version(b"{\"cniVersion\":\"0.4.0\"}"), "0.4.0");
         assert_eq!(answer_version(b"{\"cniVersion\":\"9.9.9\"}"), "1.1.0");
         assert_eq!(answer_version(b"garbage"), "1.1.0");
+        assert!(version_at_least("0.4.0", (0, 4)));
+        assert!(version_at_least("1.0.0", (0, 4)));
+        assert!(!version_at_least("0.3.1", (0, 4)));
+        assert!(!version_at_least("1.0.0", (1, 1)));
+        assert!(version_at_least("1.1.0", (1, 1)));
     }
 }

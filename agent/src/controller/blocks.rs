@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::agent_config::AgentSettings;
+use crate::datapath_config::CNI_NETWORK;
 use crate::ipam::blocks::{BlockTable, TABLE_KEY};
 use crate::k8s::watch::ClusterCache;
 
@@ -131,12 +132,14 @@ impl BlockAllocator {
         Ok(())
     }
 
-    /// One block per cluster CIDR family this node has none of. Returns the new claims.
+    /// One block per cluster CIDR family this node has none of, and one more of a family
+    /// whose blocks are nearly full (by the CNI plugin's allocations). Returns the new claims.
     fn claim_missing(&self, table: &mut BlockTable) -> Vec<Prefix> {
         let mut claimed = Vec::new();
         let mine = table.blocks_of(&self.node);
         for cidr in &self.settings.cluster_cidrs {
-            if mine.iter().any(|b| cidr.contains(b)) {
+            let family: Vec<Prefix> = mine.iter().filter(|b| cidr.contains(*b)).copied().collect();
+            if !family.is_empty() && !self.nearly_full(&family) {
                 continue;
             }
             let size = match cidr {
@@ -152,6 +155,32 @@ impl BlockAllocator {
             }
         }
         claimed
+    }
+
+    /// Whether fewer than a quarter block of addresses is left in `blocks` (all of one
+    /// family), counting the CNI plugin's allocations on this node. Unreadable state counts as
+    /// not full (a new block is only taken on evidence).
+    fn nearly_full(&self, blocks: &[Prefix]) -> bool {
+        let cni = &self.settings.datapath.cni;
+        let mut free = 0u128;
+        let mut capacity = 0u128;
+        for block in blocks {
+            match crate::cni::ipam::usage(&cni.data_dir, CNI_NETWORK, block) {
+                Ok((used, cap)) => {
+                    free += (cap as u128).saturating_sub(used as u128);
+                    capacity = capacity.max(cap as u128);
+                }
+                Err(e) => {
+                    debug!(block = %block, error = %e, "cannot read the block's address use");
+                    return false;
+                }
+            }
+        }
+        let full = free < (capacity / 4).max(1);
+        if full {
+            info!(blocks = ?blocks, free, "pod blocks nearly full; claiming another");
+        }
+        full
     }
 
     /// Drops claims of nodes missing from the cache for `block_release_grace`.

@@ -2,6 +2,7 @@
 //! states at a time (`plan` decides what changed).
 
 pub mod blocks;
+pub mod datapath;
 pub mod drain;
 pub mod events;
 pub mod lb;

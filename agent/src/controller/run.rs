@@ -13,6 +13,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::datapath::Datapath;
 use super::drain::{hold_reflector_role, Drain, DEMOTE_HOLD};
 use super::events::EventSink;
 use super::plan::plan;
@@ -103,6 +104,23 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
     };
 
     let (fib_tx, fib_stats) = start_fib(&settings.kernel)?;
+    let datapath = match Datapath::new() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            error!(error = %e, "cannot open netlink for the datapath; only BGP routes are installed");
+            None
+        }
+    };
+    // Link and address changes re-evaluate which nodes are directly connected.
+    let mut links = match crate::datapath::watch_links() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            warn!(error = %e, "cannot watch link changes; re-evaluating every {DATAPATH_RESYNC:?}");
+            None
+        }
+    };
+    let mut dp_tick = tokio::time::interval(DATAPATH_RESYNC);
+    dp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut agent = Reconciler {
         settings,
@@ -118,6 +136,9 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         blocks,
         demote_at: None,
         annotations: annotations_tx,
+        datapath,
+        dp_problems: Vec::new(),
+        last_snapshot: None,
     };
     let mut drain_tick = tokio::time::interval(DRAIN_POLL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,6 +161,16 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
                 }
             }
             _ = sleep_until_opt(agent.demote_at) => {}
+            ev = link_changed(&mut links) => {
+                if ev.is_none() {
+                    links = None;
+                } else {
+                    // A burst of link/address notifications is handled together.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    agent.resync_datapath().await;
+                }
+            }
+            _ = dp_tick.tick() => agent.resync_datapath().await,
             _ = drain_tick.tick(), if !agent.drain.is_empty() => {
                 if let Err(e) = agent.settle_drains().await {
                     break Err(e);
@@ -163,6 +194,18 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
 /// The Lease whose holder allocates LoadBalancer IPs.
 pub const LB_LEASE: &str = "routelet-lb-allocator";
 
+/// How often the datapath is re-read and repaired without any change (neighbour and FDB
+/// entries removed by someone else; routes have their own monitor).
+const DATAPATH_RESYNC: Duration = Duration::from_secs(10);
+
+/// Resolves with the next link/address change (None: the watch ended; never without one).
+async fn link_changed(links: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match links {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often draining sessions are checked.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
@@ -185,9 +228,23 @@ struct Reconciler {
     demote_at: Option<Instant>,
     /// Annotations to publish on this node.
     annotations: tokio::sync::watch::Sender<BTreeMap<&'static str, Option<String>>>,
+    /// VXLAN devices, VTEP peers, static routes (None: no netlink, blackholes only).
+    datapath: Option<Datapath>,
+    /// Datapath problems last reported.
+    dp_problems: Vec<Problem>,
+    /// The last snapshot reconciled (for datapath passes without an API change).
+    last_snapshot: Option<Snapshot>,
 }
 
 impl Reconciler {
+    /// A datapath pass on the last snapshot (link change, periodic repair).
+    async fn resync_datapath(&mut self) {
+        if let Some(snapshot) = self.last_snapshot.take() {
+            self.datapath_pass(&snapshot).await;
+            self.last_snapshot = Some(snapshot);
+        }
+    }
+
     async fn reconcile(&mut self) -> Result<(), AgentError> {
         let mut snapshot = self.cache.snapshot();
         if let Some(table) = &self.blocks {
@@ -201,7 +258,9 @@ impl Reconciler {
             Ok(next) => {
                 self.last_error = None;
                 let next = self.maybe_hold_reflector_role(next);
-                self.apply(&snapshot, next).await
+                let result = self.apply(&snapshot, next).await;
+                self.last_snapshot = Some(snapshot);
+                result
             }
             Err(e) => {
                 if self.last_error.as_ref() != Some(&e) {
@@ -296,23 +355,54 @@ impl Reconciler {
                 a.insert(super::publish::BLOCKS_ANNOTATION, Some(mine.join(",")));
             });
         }
-        if p.set_blackholes {
-            if let Some(tx) = &self.fib_tx {
-                let _ = tx
-                    .send(FibCommand::SetStatic(
-                        next.blackholes
-                            .iter()
-                            .map(|prefix| fib::KernelRoute {
-                                prefix: *prefix,
-                                next_hops: vec![fib::BLACKHOLE],
-                            })
-                            .collect(),
-                    ))
-                    .await;
+        self.applied = Some(next);
+        self.datapath_pass(snapshot).await;
+        Ok(())
+    }
+
+    /// Programs the datapath (VXLAN devices, VTEP peers, static routes, CNI config) for the
+    /// applied desired state; its problems are reported like the others.
+    async fn datapath_pass(&mut self, snapshot: &Snapshot) {
+        let (Some(applied), Some(dp)) = (self.applied.as_ref(), self.datapath.as_mut()) else {
+            return;
+        };
+        let Some(me) = snapshot.nodes.get(&self.node) else {
+            return;
+        };
+        let outcome = dp
+            .reconcile(
+                &self.settings,
+                snapshot,
+                me,
+                &applied.blackholes,
+                self.fib_tx.as_ref(),
+            )
+            .await;
+        let mut problems = outcome.problems;
+        problems.sort();
+        problems.dedup();
+        for problem in problems.iter().filter(|p| !self.dp_problems.contains(p)) {
+            warn!(object = %problem.object, reason = problem.reason, "{}", problem.message);
+            if reports(&self.node, snapshot, problem) {
+                self.events
+                    .report(problem.clone(), uid_of(&self.cache, &problem.object));
             }
         }
-        self.applied = Some(next);
-        Ok(())
+        self.dp_problems = problems;
+        self.annotations.send_if_modified(|a| {
+            let mut changed = false;
+            for (k, v) in outcome.annotations {
+                // Absent and removed are the same to the node; do not publish a no-op.
+                if v.is_none() && !a.contains_key(k) {
+                    continue;
+                }
+                if a.get(k) != Some(&v) {
+                    a.insert(k, v);
+                    changed = true;
+                }
+            }
+            changed
+        });
     }
 
     async fn start_speaker(&mut self, next: &DesiredState) -> Result<(), AgentError> {

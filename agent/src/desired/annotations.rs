@@ -66,7 +66,7 @@ pub fn parse_node_annotations(
         (VTEP_MAC_V6, &mut out.vtep_mac_v6),
     ] {
         if let Some(v) = annotations.get(key) {
-            match super::forwarding::parse_mac(v) {
+            match super::forwarding::parse_vtep_mac(v) {
                 Ok(mac) => *slot = Some(mac),
                 Err(e) => report(format!(
                     "{key}: {e}; using the MAC derived from the node's VTEP address"

@@ -13,6 +13,7 @@ use bgp::types::Prefix;
 
 use super::model::{NodeInfo, ObjectRef, Problem, Snapshot};
 use crate::agent_config::{AgentSettings, PodCidrSource};
+pub use crate::datapath::{format_mac, parse_mac, vtep_mac, VtepPeer};
 use crate::datapath_config::{Backend, CrossSubnet};
 use crate::fib::{KernelRoute, NextHop};
 
@@ -80,15 +81,6 @@ impl fmt::Display for PathKind {
     }
 }
 
-/// A remote VTEP: the neighbour entry (`vtep` -> `mac`) and the FDB entry (`mac` -> `underlay`)
-/// on this node's VXLAN device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VtepPeer {
-    pub vtep: IpAddr,
-    pub mac: Mac,
-    pub underlay: IpAddr,
-}
-
 /// This node's own VTEP of one family: the VXLAN device's address and MAC, and the underlay
 /// address it sends from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +95,8 @@ pub struct LocalVtep {
 pub struct ForwardingPlan {
     /// (node, IPv4?) -> path, for every remote node with pod prefixes of that family.
     pub paths: BTreeMap<(String, bool), PathKind>,
-    /// Static routes to remote pod prefixes (the controller adds its blackholes), by prefix.
+    /// Static routes to remote pod prefixes (the controller adds its blackholes), by prefix;
+    /// one without next hops suppresses its prefix (an overlapping pod CIDR).
     pub routes: Vec<KernelRoute>,
     pub peers_v4: BTreeSet<VtepPeer>,
     pub peers_v6: BTreeSet<VtepPeer>,
@@ -144,45 +137,13 @@ pub fn vtep_address(prefixes: &[Prefix], v4: bool) -> Option<IpAddr> {
     }
 }
 
-/// The MAC every node derives for a VTEP address: locally administered unicast `0a:58` plus
-/// the last four bytes of the address (as Kubernetes CNI plugins do for pod MACs).
-pub fn vtep_mac(vtep: IpAddr) -> Mac {
-    let tail: [u8; 4] = match vtep {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            [o[12], o[13], o[14], o[15]]
-        }
-    };
-    [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (a unicast address).
-pub fn parse_mac(text: &str) -> Result<Mac, String> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(format!("`{text}` is not a MAC address (six hex octets)"));
+/// Parses a node's `routelet.io/vtep-mac` value: a unicast MAC address.
+pub fn parse_vtep_mac(text: &str) -> Result<Mac, String> {
+    match parse_mac(text) {
+        Some(mac) if mac[0] & 1 == 0 && mac != [0; 6] => Ok(mac),
+        Some(_) => Err(format!("`{text}` is not a unicast MAC address")),
+        None => Err(format!("`{text}` is not a MAC address (six hex octets)")),
     }
-    for (slot, part) in mac.iter_mut().zip(&parts) {
-        if part.len() != 2 {
-            return Err(format!("`{text}` is not a MAC address (six hex octets)"));
-        }
-        *slot = u8::from_str_radix(part, 16)
-            .map_err(|_| format!("`{text}` is not a MAC address (six hex octets)"))?;
-    }
-    if mac[0] & 1 == 1 || mac == [0; 6] {
-        return Err(format!("`{text}` is not a unicast MAC address"));
-    }
-    Ok(mac)
 }
 
 /// This node's VTEPs (IPv4, IPv6), when the settings may use VXLAN and the node has both an
@@ -217,35 +178,40 @@ pub fn forwarding_plan(
     let mut plan = ForwardingPlan::default();
     let dp = &settings.datapath;
 
-    // Pod prefixes by owner; an overlap with a prefix already taken (this node's first, then
-    // the others by name) is a problem of the later node and is not routed.
-    let mut taken: Vec<(Prefix, String)> = pod_prefixes(settings, me)
-        .into_iter()
-        .map(|p| (p, me.name.clone()))
-        .collect();
+    // Pod prefixes by owner; a prefix overlapping one already taken by a node earlier by name
+    // (the same verdict on every node) is a problem of the later node: not routed, and its
+    // BGP route (if any) suppressed so it cannot divert the owner's traffic.
+    let mut taken: Vec<(Prefix, String)> = Vec::new();
     let mut remote: Vec<(&NodeInfo, Vec<Prefix>)> = Vec::new();
-    for node in snapshot.nodes.values().filter(|n| n.name != me.name) {
+    for node in snapshot.nodes.values() {
         let mut kept = Vec::new();
         for p in pod_prefixes(settings, node) {
             match taken
                 .iter()
                 .find(|(t, _)| t.contains(&p.network()) || p.contains(&t.network()))
             {
-                Some((t, owner)) => plan.problems.push(Problem {
-                    object: ObjectRef::Node(node.name.clone()),
-                    reason: "PodCIDROverlap",
-                    message: format!(
-                        "pod CIDR {p} overlaps {t} of node {owner}; not routed from node {}",
-                        me.name
-                    ),
-                }),
+                Some((t, owner)) => {
+                    plan.problems.push(Problem {
+                        object: ObjectRef::Node(node.name.clone()),
+                        reason: "PodCIDROverlap",
+                        message: format!(
+                            "pod CIDR {p} overlaps {t} of node {owner}; not routed to this node"
+                        ),
+                    });
+                    if node.name != me.name {
+                        plan.routes.push(KernelRoute {
+                            prefix: p,
+                            next_hops: Vec::new(),
+                        });
+                    }
+                }
                 None => {
                     taken.push((p, node.name.clone()));
                     kept.push(p);
                 }
             }
         }
-        if !kept.is_empty() {
+        if !kept.is_empty() && node.name != me.name {
             remote.push((node, kept));
         }
     }

@@ -261,10 +261,29 @@ fn bad_input_is_a_problem_of_the_node_at_fault() {
             ("node n4".to_string(), "NodeUnreachable"),
         ]
     );
-    assert!(plan.routes.is_empty(), "{:?}", plan.routes);
+    // n2's overlapping prefix is suppressed (no learned route may divert n1's traffic).
+    assert_eq!(routes(&plan), vec![("10.244.1.0/25".to_string(), vec![])]);
     assert_eq!(
         paths(&plan),
         vec![("n3", PathKind::Unreachable), ("n4", PathKind::Unreachable)]
+    );
+    // Every node reaches the same verdict: on n2 too, n2 is at fault and n1 is routed.
+    let on_n2 = forwarding_plan(
+        &settings("backend: host-gw\ncross_subnet: routed"),
+        &snap,
+        &snap.nodes["n2"],
+        &view(),
+    );
+    assert!(on_n2
+        .problems
+        .iter()
+        .any(|p| p.object.to_string() == "node n2" && p.reason == "PodCIDROverlap"));
+    assert_eq!(
+        routes(&on_n2),
+        vec![(
+            "10.244.1.0/24".to_string(),
+            vec![NextHop::from(ip("10.0.1.1"))]
+        )]
     );
 }
 
@@ -301,7 +320,7 @@ fn pod_blocks_are_routed_through_one_vtep() {
 #[test]
 fn macs_parse_and_format() {
     assert_eq!(
-        parse_mac("0a:58:0a:f4:01:01"),
+        parse_vtep_mac("0a:58:0a:f4:01:01"),
         Ok([0x0a, 0x58, 10, 244, 1, 1])
     );
     assert_eq!(
@@ -315,7 +334,7 @@ fn macs_parse_and_format() {
         "01:00:5e:00:00:01",
         "00:00:00:00:00:00",
     ] {
-        assert!(parse_mac(bad).is_err(), "{bad}");
+        assert!(parse_vtep_mac(bad).is_err(), "{bad}");
     }
     assert_eq!(
         vtep_address(&[pfx("10.244.3.0/24")], true),

@@ -29,7 +29,9 @@ pub enum FibCommand {
     },
     /// The complete set of static routes (blackholes for own pod blocks, host-gw and VXLAN
     /// routes to other nodes' pod CIDRs). A static route takes its prefix over from any
-    /// route `Set` for it, which comes back when the static route goes.
+    /// route `Set` for it, which comes back when the static route goes. A static route
+    /// without next hops suppresses its prefix: no route is installed for it (a pod CIDR
+    /// that overlaps another node's must not divert that node's traffic).
     SetStatic(Vec<KernelRoute>),
     /// Initial routing has converged: routes of ours left in the kernel by a previous run
     /// that are still not desired are deleted now, and from then on kernel == desired.
@@ -133,10 +135,10 @@ struct FibTask {
     converged: bool,
 }
 
-/// A static route and the BGP route it shadows.
+/// A static route (None: the prefix is suppressed) and the BGP route it shadows.
 #[derive(Debug, Clone, Copy)]
 struct StaticRoute {
-    hops: HopId,
+    hops: Option<HopId>,
     shadowed: Option<HopId>,
 }
 
@@ -385,12 +387,11 @@ impl FibTask {
     /// Replace the static routes: prefixes no longer static get their shadowed BGP route
     /// back.
     fn set_statics(&mut self, routes: Vec<KernelRoute>, drained: &mut Drained) {
-        let mut wanted: HashMap<Prefix, HopId> = HashMap::with_capacity(routes.len());
+        let mut wanted: HashMap<Prefix, Option<HopId>> = HashMap::with_capacity(routes.len());
         for route in routes {
             let hops = canonical_next_hops(&route.next_hops);
-            if !hops.is_empty() {
-                wanted.insert(route.prefix.trunc(), self.hops.intern(&hops));
-            }
+            let id = (!hops.is_empty()).then(|| self.hops.intern(&hops));
+            wanted.insert(route.prefix.trunc(), id);
         }
         let gone: Vec<Prefix> = self
             .statics
@@ -412,7 +413,7 @@ impl FibTask {
                     self.statics.insert(prefix, StaticRoute { hops, shadowed });
                 }
             }
-            self.set_desired(prefix, Some(hops));
+            self.set_desired(prefix, hops);
             drained.touched.insert(prefix);
         }
     }
@@ -476,11 +477,7 @@ impl FibTask {
                 .routes
                 .values()
                 .flat_map(|s| [s.desired, s.installed])
-                .chain(
-                    self.statics
-                        .values()
-                        .flat_map(|s| [Some(s.hops), s.shadowed]),
-                )
+                .chain(self.statics.values().flat_map(|s| [s.hops, s.shadowed]))
                 .flatten();
             self.hops.collect(used);
         }
