@@ -473,6 +473,19 @@ fn wait_ready(lab: &mut LabState, api: &LabApi) -> Result<(), LabError> {
         if !no_route.is_empty() {
             missing.push(format!("no route on {}", no_route.join(", ")));
         }
+        // The ToR must have learned the LoadBalancer IP (the external client's way in).
+        if let Some(ip) = lab.lb_ip {
+            let tor = route_dsts(&topo.tor_ns())?;
+            if !tor
+                .iter()
+                .any(|d| d == &ip.to_string() || d == &format!("{ip}/32"))
+            {
+                missing.push(format!(
+                    "the ToR ({}) has no route to the LoadBalancer IP {ip} yet",
+                    topo.tor.as_str()
+                ));
+            }
+        }
         if lab.pods.len() == topo.pods().len() {
             let listening = Pids::load(&topo.state_dir)?
                 .map(|p| p.responders)
