@@ -156,6 +156,30 @@ fn path_problems(lab: &LabState, report: &Value) -> Vec<String> {
     bad
 }
 
+/// The ToR's and the nodes' routing tables, for failure messages.
+fn routes(lab: &LabState) -> String {
+    let topo = &lab.topology;
+    let mut out = String::new();
+    let mut namespaces = vec![topo.tor_ns()];
+    namespaces.extend(topo.node_list().into_iter().map(|n| n.netns));
+    for ns in namespaces {
+        let r = Command::new("ip")
+            .args(["-n", &ns, "route"])
+            .output()
+            .unwrap();
+        let n = Command::new("ip")
+            .args(["-n", &ns, "neigh"])
+            .output()
+            .unwrap();
+        out.push_str(&format!(
+            "--- {ns} routes\n{}--- {ns} neighbours\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&n.stdout)
+        ));
+    }
+    out
+}
+
 fn run_lab(tag: &str, backend: &str, tor: &str) {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = format!("rll{}{tag}", std::process::id());
@@ -194,8 +218,9 @@ fn run_lab(tag: &str, backend: &str, tor: &str) {
     assert_eq!(
         report["ok"],
         true,
-        "failed: {:?}\n{text}",
-        failures(&report)
+        "failed: {:?}\n{}\n{text}",
+        failures(&report),
+        routes(&lab)
     );
     let bad = path_problems(&lab, &report);
     assert!(bad.is_empty(), "{bad:#?}\n{text}");

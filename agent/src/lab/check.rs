@@ -22,6 +22,8 @@ use super::topology::{Topology, LB_PORT, POD_PORT};
 /// Connect and read timeout of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const WORKERS: usize = 16;
+/// Connections the external client makes to the LoadBalancer IP.
+pub const EXTERNAL_CONNECTIONS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -68,6 +70,9 @@ pub struct Probe {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// external-lb: the distinct answers (`web@n<i>`: which nodes served the connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Vec<String>>,
     /// Packets the source node's VXLAN device(s) sent while this probe ran alone (a second,
     /// sequential pass over the successful probes from nodes and pods; absent when no node has
     /// a VXLAN device).
@@ -243,24 +248,85 @@ fn jobs(lab: &LabState) -> Vec<Job> {
     out
 }
 
-fn run_job(j: &Job) -> Probe {
-    let result = responder::probe(&j.from_ns, j.addr, PROBE_TIMEOUT);
-    let error = match result {
-        Err(e) => Some(e),
-        Ok(answer) => {
-            let good = match j.kind {
-                Kind::ExternalLb => answer.starts_with(&j.expect),
-                _ => answer == j.expect,
-            };
-            if good {
-                None
-            } else {
-                Some(format!(
-                    "{} answered {answer:?}, expected {:?}",
-                    j.addr, j.expect
-                ))
+/// The nodes the ToR's route to `ip` leads to (names; other next hops as addresses).
+fn tor_next_hops(topo: &Topology, ip: Ipv4Addr) -> Vec<String> {
+    let v: Value = cmd::ip_in(
+        &topo.tor_ns(),
+        &["-4", "-j", "route", "show", &ip.to_string()],
+    )
+    .ok()
+    .and_then(|out| serde_json::from_str(&out).ok())
+    .unwrap_or(Value::Null);
+    let mut gws = Vec::new();
+    for r in v.as_array().into_iter().flatten() {
+        if let Some(g) = r.get("gateway").and_then(Value::as_str) {
+            gws.push(g.to_string());
+        }
+        for nh in r
+            .get("nexthops")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(g) = nh.get("gateway").and_then(Value::as_str) {
+                gws.push(g.to_string());
             }
         }
+    }
+    let mut out: Vec<String> = gws
+        .into_iter()
+        .map(|g| {
+            g.parse::<Ipv4Addr>()
+                .ok()
+                .and_then(|a| topo.node_by_addr(a))
+                .map(|i| format!("n{i}"))
+                .unwrap_or(g)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn probe_once(j: &Job) -> Result<String, String> {
+    let answer = responder::probe(&j.from_ns, j.addr, PROBE_TIMEOUT)?;
+    let good = match j.kind {
+        Kind::ExternalLb => answer.starts_with(&j.expect),
+        _ => answer == j.expect,
+    };
+    if good {
+        Ok(answer)
+    } else {
+        Err(format!(
+            "{} answered {answer:?}, expected {:?}",
+            j.addr, j.expect
+        ))
+    }
+}
+
+fn run_job(j: &Job) -> Probe {
+    let (error, answers) = if j.kind == Kind::ExternalLb {
+        // Several connections (new source ports): the ToR hashes flows over its ECMP next
+        // hops (L4 hash), so every node it may pick is exercised.
+        let mut errors = Vec::new();
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..EXTERNAL_CONNECTIONS {
+            match probe_once(j) {
+                Ok(a) => {
+                    answers.insert(a);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let error = (!errors.is_empty()).then(|| {
+            format!(
+                "{} of {EXTERNAL_CONNECTIONS} connections failed: {}",
+                errors.len(),
+                errors.join("; ")
+            )
+        });
+        (error, Some(answers.into_iter().collect()))
+    } else {
+        (probe_once(j).err(), None)
     };
     Probe {
         from: j.from.clone(),
@@ -269,6 +335,7 @@ fn run_job(j: &Job) -> Probe {
         path: j.path,
         ok: error.is_none(),
         error,
+        answers,
         vxlan_packets: None,
     }
 }
@@ -312,6 +379,22 @@ pub fn probe_all(state_dir: &Path) -> Result<(LabState, Report), LabError> {
         })
         .collect();
     let mut probes = probes;
+    if let Some(ip) = lab.lb_ip {
+        for p in probes
+            .iter_mut()
+            .filter(|p| p.kind == Kind::ExternalLb && !p.ok)
+        {
+            let hops = tor_next_hops(&topo, ip);
+            let endpoints: Vec<String> = topo.lb_nodes().iter().map(|i| format!("n{i}")).collect();
+            if let Some(e) = p.error.as_mut() {
+                e.push_str(&format!(
+                    "; the ToR routes {ip} to [{}], the Service's ready endpoints are on [{}] (externalTrafficPolicy Local)",
+                    hops.join(", "),
+                    endpoints.join(", ")
+                ));
+            }
+        }
+    }
     if topo.node_list().iter().any(|n| has_vxlan(&n.netns)) {
         confirm_vxlan(&topo, &jobs, &mut probes);
     }
@@ -369,11 +452,12 @@ pub fn render(lab: &LabState, report: &Report) -> String {
     }
     for p in report.probes.iter().filter(|p| p.kind == Kind::ExternalLb) {
         out.push_str(&format!(
-            "{} -> {}: {}/{}\n",
+            "{} -> {}: {}/{} (answered by: {})\n",
             p.from,
             p.to,
             if p.ok { "ok" } else { "FAIL" },
-            p.path.as_str()
+            p.path.as_str(),
+            p.answers.as_deref().unwrap_or_default().join(", ")
         ));
     }
     if lab.lb_ip.is_none() {
@@ -491,6 +575,7 @@ mod tests {
                     path: PathKind::Vxlan,
                     ok: true,
                     error: None,
+                    answers: None,
                     vxlan_packets: Some(4),
                 },
                 Probe {
@@ -500,6 +585,7 @@ mod tests {
                     path: PathKind::ViaTor,
                     ok: false,
                     error: Some("connect: timed out".into()),
+                    answers: None,
                     vxlan_packets: None,
                 },
                 Probe {
@@ -509,6 +595,7 @@ mod tests {
                     path: PathKind::ViaTor,
                     ok: true,
                     error: None,
+                    answers: None,
                     vxlan_packets: None,
                 },
             ],

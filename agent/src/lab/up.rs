@@ -182,6 +182,11 @@ fn build(lab: &mut LabState, kubeconfig: Option<PathBuf>, exe: &Path) -> Result<
 
     // Namespaces and links.
     add_netns(lab, &topo.tor_ns(), true)?;
+    // Hash ECMP flows on L4 like a real ToR (the external probes then reach every next hop).
+    cmd::exec_in(
+        &topo.tor_ns(),
+        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+    )?;
     add_netns(lab, &topo.api_ns(), false)?;
     add_netns(lab, &topo.ext_ns(), false)?;
     let tor_ns = topo.tor_ns();
