@@ -236,6 +236,22 @@ fn bgp_backend_routes_on_the_rack_and_tunnels_across_racks() -> Result<()> {
             |_| Ok(route(&c, 1, &pod_cidr(3))?.is_some()),
         )?;
         println!("route repaired after {took:?}");
+        // The VXLAN device deleted by hand: a link change, so device, VTEP entries and route
+        // are back (with the new device's ifindex) within 2 s.
+        c.nodes[0].ip(&["link", "del", VXLAN])?;
+        let took = wait_until(
+            "VXLAN device, entries and route back",
+            Duration::from_secs(2),
+            |seen| {
+                let r = route(&c, 1, &pod_cidr(3))?;
+                let e = vtep_entries(&c, 1).unwrap_or_default();
+                *seen = format!("{r:?} {e:?}");
+                Ok(r == Some(("10.244.3.1".into(), VXLAN.into(), true))
+                    && e.1 == vec![c.addrs[2].clone()])
+            },
+        )?;
+        println!("VXLAN device repaired after {took:?}");
+        wait_ping(&c, 1, 3)?;
         // Node n3 deleted: its route, neighbour and FDB entry go everywhere.
         c.request("DELETE", "/api/v1/nodes/n3", None, "application/json")?;
         for i in [1, 2] {
