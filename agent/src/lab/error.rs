@@ -37,6 +37,8 @@ pub enum LabError {
     },
     #[error("lab not ready after {seconds} s; missing: {missing}")]
     NotReady { seconds: u64, missing: String },
+    #[error("interrupted")]
+    Interrupted,
     #[error("supervisor: {0}")]
     Supervisor(String),
 }

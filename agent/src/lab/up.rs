@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -51,7 +52,34 @@ pub fn absolute(p: &Path) -> Result<PathBuf, LabError> {
     Ok(cwd.join(p))
 }
 
-/// Runs `up`; on failure after something was built, tears it down again.
+/// Set when Ctrl-C arrives during `up`: the waits stop and `up` tears down what it built.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> Result<(), LabError> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        Err(LabError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Catches SIGINT for the rest of the process (a thread with its own runtime).
+fn catch_ctrl_c() {
+    let _ = std::thread::Builder::new().name("ctrl-c".into()).spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("routelet lab up: interrupted");
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Runs `up`; on failure after something was built (Ctrl-C included), tears it down again.
 pub fn run(opts: &UpOptions) -> Result<(), LabError> {
     let state_dir = absolute(&opts.state_dir)?;
     let topo = Topology::new(
@@ -65,6 +93,7 @@ pub fn run(opts: &UpOptions) -> Result<(), LabError> {
     let kubeconfig = opts.kubeconfig.as_deref().map(absolute).transpose()?;
     preflight(&topo, kubeconfig.as_deref())?;
     let exe = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
+    catch_ctrl_c();
     let mut lab = LabState::new(topo);
     let result = build(&mut lab, kubeconfig, &exe);
     if let Err(e) = &result {
@@ -390,6 +419,7 @@ where
                 missing: format!("{what}: {missing}"),
             });
         }
+        interrupted()?;
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -516,6 +546,7 @@ fn wait_ready(lab: &mut LabState, api: &LabApi) -> Result<(), LabError> {
                 missing: missing.join("; "),
             });
         }
+        interrupted()?;
         std::thread::sleep(Duration::from_millis(500));
     }
 }
