@@ -377,7 +377,21 @@ fn lab_up_refuses_bad_options_and_leaves_nothing() {
     );
     let out = routelet(&["lab", "down", "--state-dir", &state, "--prefix", &prefix]);
     assert!(out.status.success(), "{}", show("down", &out));
-    let _ = Path::new(&state);
+    // A state dir holding someone else's files: `up` refuses it, `down` leaves those files.
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let keep = state_dir.join("notes.txt");
+    std::fs::write(&keep, "mine").unwrap();
+    let out = routelet(&["lab", "up", "--prefix", &prefix, "--state-dir", &state]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        show("up", &out)
+    );
+    let out = routelet(&["lab", "down", "--state-dir", &state, "--prefix", &prefix]);
+    assert!(out.status.success(), "{}", show("down", &out));
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "mine");
+    std::fs::remove_dir_all(&state_dir).unwrap();
 }
 
 /// A lab whose `up` fails half-way (here the agents never become ready in time, or some

@@ -40,6 +40,57 @@ fn wait_gone(pid: u32, state_dir: &Path, limit: Duration) -> bool {
     !is_lab_process(pid, state_dir)
 }
 
+/// True for the names `up` creates in the state dir (and the supervisor's / `up`'s temp files).
+pub fn is_lab_entry(name: &str) -> bool {
+    matches!(
+        name,
+        "lab.json" | "pids.json" | "kubeconfig" | "logs" | "tor" | "bin" | "api"
+    ) || name
+        .strip_prefix('n')
+        .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
+        || name.starts_with("lab.tmp")
+        || name.starts_with("pids.tmp")
+}
+
+/// Removes what the lab put in the state dir, then the directory if that left it empty; any
+/// other file is left alone (a state dir given by mistake never loses foreign files).
+fn remove_state_dir(state_dir: &Path) -> Result<(), LabError> {
+    let entries = match std::fs::read_dir(state_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LabError::io(state_dir, e)),
+    };
+    let mut foreign = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !is_lab_entry(&name) {
+            foreign.push(name);
+            continue;
+        }
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let r = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(path, e)),
+        }
+    }
+    if !foreign.is_empty() {
+        eprintln!(
+            "routelet lab down: {} holds files the lab did not make ({}); left in place",
+            state_dir.display(),
+            foreign.join(", ")
+        );
+        return Ok(());
+    }
+    std::fs::remove_dir(state_dir).map_err(|e| LabError::io(state_dir, e))
+}
+
 /// Tears down the lab in `state_dir`. `prefix` overrides the one in `lab.json` (used when the
 /// state is gone but namespaces are left).
 pub fn run(state_dir: &Path, prefix: Option<&str>) -> Result<(), LabError> {
@@ -118,10 +169,8 @@ pub fn run(state_dir: &Path, prefix: Option<&str>) -> Result<(), LabError> {
             Err(e) => errors.push(LabError::io(dir, e).to_string()),
         }
     }
-    match std::fs::remove_dir_all(state_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => errors.push(LabError::io(state_dir, e).to_string()),
+    if let Err(e) = remove_state_dir(state_dir) {
+        errors.push(e.to_string());
     }
     if errors.is_empty() {
         println!(
@@ -135,5 +184,31 @@ pub fn run(state_dir: &Path, prefix: Option<&str>) -> Result<(), LabError> {
             command: "routelet lab down".into(),
             message: errors.join("; "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lab_entries_are_recognised() {
+        for n in [
+            "lab.json",
+            "pids.json",
+            "kubeconfig",
+            "logs",
+            "tor",
+            "bin",
+            "api",
+            "n1",
+            "n12",
+            "lab.tmp42",
+        ] {
+            assert!(is_lab_entry(n), "{n}");
+        }
+        for n in ["n", "nx", "notes.txt", ".bashrc", "Documents", "n1a"] {
+            assert!(!is_lab_entry(n), "{n}");
+        }
     }
 }

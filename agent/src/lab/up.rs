@@ -136,6 +136,14 @@ fn preflight(topo: &Topology, kubeconfig: Option<&Path>) -> Result<(), LabError>
     if topo.lab_file().exists() {
         return Err(LabError::AlreadyUp(topo.state_dir.clone()));
     }
+    if let Ok(mut entries) = std::fs::read_dir(&topo.state_dir) {
+        if entries.next().is_some() {
+            return Err(LabError::Option(format!(
+                "--state-dir {}: exists and is not empty (the lab needs a directory of its own)",
+                topo.state_dir.display()
+            )));
+        }
+    }
     for program in ["ip", "kill", "sysctl"] {
         if !cmd::program_exists(program) {
             return Err(LabError::Option(format!("{program} is not installed")));
