@@ -26,8 +26,13 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 struct Running {
     child: Option<Child>,
+    /// Last start attempt.
     started: Instant,
     restarts: u32,
+    /// Started successfully at least once (later starts count as restarts).
+    ever_started: bool,
+    /// A start was attempted (the next one waits for MIN_RUN after it).
+    tried: bool,
 }
 
 /// Runs the supervisor for the lab in `state_dir` until SIGTERM or SIGINT.
@@ -97,10 +102,10 @@ async fn supervise(state_dir: &Path) -> Result<(), LabError> {
                 child: None,
                 started: Instant::now(),
                 restarts: 0,
+                ever_started: false,
+                tried: false,
             });
-            let first = entry.child.is_none()
-                && entry.restarts == 0
-                && !pids.processes.contains_key(&p.name);
+            let attempted = entry.tried;
             let dead = match entry.child.as_mut() {
                 None => true,
                 Some(c) => match c.try_wait() {
@@ -116,14 +121,16 @@ async fn supervise(state_dir: &Path) -> Result<(), LabError> {
                     }
                 },
             };
-            if !dead || (!first && entry.started.elapsed() < MIN_RUN) {
+            if !dead || (attempted && entry.started.elapsed() < MIN_RUN) {
                 continue;
             }
+            entry.tried = true;
             match spawn(p) {
                 Ok(child) => {
-                    if !first {
+                    if entry.ever_started {
                         entry.restarts += 1;
                     }
+                    entry.ever_started = true;
                     entry.started = Instant::now();
                     tracing::info!(process = %p.name, pid = child.id(), restarts = entry.restarts, "started");
                     pids.processes.insert(
@@ -137,11 +144,8 @@ async fn supervise(state_dir: &Path) -> Result<(), LabError> {
                     changed = true;
                 }
                 Err(e) => {
+                    // The next attempt waits MIN_RUN.
                     entry.started = Instant::now();
-                    if first {
-                        // Counts as a start attempt: the next one waits MIN_RUN.
-                        entry.restarts = 1;
-                    }
                     tracing::warn!(process = %p.name, "cannot start: {e}");
                 }
             }
