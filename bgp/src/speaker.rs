@@ -676,7 +676,7 @@ impl Core {
             if let Some(est) = peer
                 .established
                 .as_mut()
-                .filter(|e| e.info.export == RouteFilter::All)
+                .filter(|e| e.info.export != RouteFilter::None)
             {
                 for c in &changes {
                     let prefix = match c {

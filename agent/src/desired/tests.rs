@@ -604,8 +604,13 @@ fn host_gw_and_vxlan_backends_have_no_node_sessions() {
             assert_eq!(node_sessions(&d), vec![], "{backend} {name}");
             assert_eq!(d.role, Role::FullMesh, "{backend} {name}");
             assert_eq!(d.cluster_id, None, "{backend} {name}");
-            // The ToR peer stays, and the pod CIDR is still advertised to it.
-            assert!(d.neighbors.iter().any(|n| n.address == ip("192.0.2.1")));
+            // The ToR peer stays (sent only what the node originates), and the pod CIDR is
+            // still advertised to it.
+            assert!(d
+                .neighbors
+                .iter()
+                .any(|n| n.address == ip("192.0.2.1")
+                    && n.export == bgp::rib::RouteFilter::Originated));
             assert!(d
                 .originate
                 .contains(&pfx(&format!("10.244.{}.0/24", &name[1..]))));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use bgp::config::NeighborConfig;
+use bgp::rib::RouteFilter;
 
 use super::model::{NodeInfo, ObjectRef, Problem, Snapshot};
 use super::Role;
@@ -106,6 +107,14 @@ pub(super) fn neighbors(
                 ),
             });
             continue;
+        }
+        // Towards the fabric a node announces only what it originates (its pod CIDRs and
+        // service IPs): a route learned from another node or peer would make it a transit
+        // hop it may be unable to forward (a /32 of an eTP-Local service whose endpoint is
+        // elsewhere, a pod CIDR behind a next hop it cannot reach).
+        let mut p = p;
+        if p.export == RouteFilter::All {
+            p.export = RouteFilter::Originated;
         }
         out.insert(addr, p);
     }

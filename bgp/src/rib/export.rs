@@ -145,6 +145,9 @@ impl Rib {
     fn export_ctx(&self, to: &PeerInfo, family: Family, best: &Path) -> Option<ExportCtx> {
         let to_ebgp = to.asn != self.local_asn;
         let local = best.peer == LOCAL;
+        if !local && to.export == RouteFilter::Originated {
+            return None;
+        }
         let mut reflect = None;
         if !local {
             let src = self.peers.get(best.peer as usize)?.as_ref()?;

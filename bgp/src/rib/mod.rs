@@ -56,8 +56,9 @@ pub struct PeerInfo {
     pub export: RouteFilter,
 }
 
-/// A neighbor's import or export filter: everything or nothing. Named policies (prefix and
-/// community sets, actions) arrive with the policy crate and will replace this.
+/// A neighbor's import or export filter: everything, nothing, or (export) only the routes this
+/// speaker originates. Named policies (prefix and community sets, actions) arrive with the
+/// policy crate and will replace this.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -66,6 +67,9 @@ pub enum RouteFilter {
     #[default]
     All,
     None,
+    /// Export: only locally originated routes (a Kubernetes node towards its ToR: its own pod
+    /// CIDRs and service IPs, never what other nodes or peers taught it). Import: nothing.
+    Originated,
 }
 
 /// Why the best path won (the last tie-break that decided it).

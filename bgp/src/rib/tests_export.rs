@@ -372,6 +372,25 @@ fn ibgp_without_reflection_is_split_horizon() {
 }
 
 #[test]
+fn export_originated_sends_only_local_routes() {
+    let n = net();
+    let mut e = n.e2.clone();
+    e.export = RouteFilter::Originated;
+    // Local: sent; learned over iBGP (client, non-client) or eBGP: not.
+    assert!(n.rib.export_for(&e, &pfx("10.10.0.0/16")).is_some());
+    for learned in ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"] {
+        assert!(n.rib.export_for(&e, &pfx(learned)).is_none(), "{learned}");
+    }
+    let all: Vec<String> = n
+        .rib
+        .export_all(&e)
+        .into_iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(all, vec!["10.10.0.0/16".to_string()]);
+}
+
+#[test]
 fn export_all_matches_export_for_and_shares_arcs() {
     let mut n = net();
     // A second prefix with the same attributes as 203.0.113.0/24 from e1.
