@@ -91,6 +91,9 @@ enum Lab {
         backend: lab::topology::Backend,
         #[arg(long, value_enum, default_value_t = lab::topology::Tor::Routelet)]
         tor: lab::topology::Tor,
+        /// What agents do for nodes on another rack: tunnel (vxlan) or leave it to the ToR.
+        #[arg(long, value_enum, default_value_t = lab::topology::CrossSubnet::Vxlan)]
+        cross_subnet: lab::topology::CrossSubnet,
         /// Use this API server instead of starting the stand-in.
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
@@ -236,6 +239,7 @@ fn main() -> ExitCode {
             racks,
             backend,
             tor,
+            cross_subnet,
             kubeconfig,
             state_dir,
             prefix,
@@ -244,6 +248,7 @@ fn main() -> ExitCode {
             racks,
             backend,
             tor,
+            cross_subnet,
             kubeconfig,
             state_dir,
             prefix,

@@ -97,7 +97,8 @@ fn failures(report: &Value) -> Vec<String> {
 
 /// Path rules (the problems found, empty = all good): every ordered pod pair present; same
 /// node `local`; with bgp/host-gw same rack `direct` (never vxlan) and cross-rack `vxlan`
-/// (`cross_subnet: vxlan`); with the vxlan backend every cross-node pair `vxlan`; packet
+/// (`cross_subnet: vxlan`) or `via-tor` (`routed`); with the vxlan backend every cross-node
+/// pair `vxlan`; packet
 /// counts agree with the path; the external client reaches the LoadBalancer IP.
 fn path_problems(lab: &LabState, report: &Value) -> Vec<String> {
     let topo = &lab.topology;
@@ -112,12 +113,17 @@ fn path_problems(lab: &LabState, report: &Value) -> Vec<String> {
         let node = |name: &str| lab.pods.iter().find(|x| x.name == name).unwrap().node;
         let (a, b) = (node(from), node(to));
         let path = p["path"].as_str().unwrap();
+        let routed = topo.cross_subnet == agent::lab::topology::CrossSubnet::Routed;
         let want = if a == b {
             "local"
-        } else if vxlan_backend || topo.rack_of(a) != topo.rack_of(b) {
+        } else if vxlan_backend {
             "vxlan"
-        } else {
+        } else if topo.rack_of(a) == topo.rack_of(b) {
             "direct"
+        } else if routed {
+            "via-tor"
+        } else {
+            "vxlan"
         };
         if path != want {
             bad.push(format!("{from} -> {to}: path {path}, expected {want}"));
@@ -181,6 +187,10 @@ fn routes(lab: &LabState) -> String {
 }
 
 fn run_lab(tag: &str, backend: &str, tor: &str) {
+    run_lab_with(tag, backend, tor, "vxlan")
+}
+
+fn run_lab_with(tag: &str, backend: &str, tor: &str, cross_subnet: &str) {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = format!("rll{}{tag}", std::process::id());
     let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
@@ -201,6 +211,8 @@ fn run_lab(tag: &str, backend: &str, tor: &str) {
         backend,
         "--tor",
         tor,
+        "--cross-subnet",
+        cross_subnet,
     ]);
     assert!(out.status.success(), "{}", show("lab up", &out));
 
@@ -300,6 +312,12 @@ fn run_lab(tag: &str, backend: &str, tor: &str) {
 #[test]
 fn lab_bgp_backend() {
     run_lab("b", "bgp", "routelet");
+}
+
+/// `cross_subnet: routed`: cross-rack pairs go through the ToR, never VXLAN.
+#[test]
+fn lab_bgp_backend_cross_subnet_routed() {
+    run_lab_with("o", "bgp", "routelet", "routed");
 }
 
 #[test]

@@ -57,6 +57,26 @@ impl Backend {
     }
 }
 
+/// What the agents do for a node on another rack (`cross_subnet:` in their config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossSubnet {
+    /// Tunnel to nodes that are not on a directly connected subnet.
+    #[default]
+    Vxlan,
+    /// Let the fabric (the ToR) carry those routes.
+    Routed,
+}
+
+impl CrossSubnet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrossSubnet::Vxlan => "vxlan",
+            CrossSubnet::Routed => "routed",
+        }
+    }
+}
+
 /// What routes on the ToR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -88,6 +108,8 @@ pub struct Topology {
     pub racks: usize,
     pub backend: Backend,
     pub tor: Tor,
+    #[serde(default)]
+    pub cross_subnet: CrossSubnet,
     pub state_dir: PathBuf,
 }
 
@@ -156,6 +178,7 @@ impl Topology {
             racks,
             backend,
             tor,
+            cross_subnet: CrossSubnet::default(),
             state_dir: state_dir.to_path_buf(),
         })
     }
@@ -281,11 +304,12 @@ impl Topology {
              pools:\n  - name: default\n    cidrs: [{LB_POOL}]\n\
              mesh:\n  hold_time: 9\n\
              backend: {backend}\n\
-             cross_subnet: vxlan\n\
+             cross_subnet: {cross}\n\
              interface: eth0\n\
              cni:\n  conf_dir: {conf}\n  data_dir: {data}\n",
             socket = self.agent_socket(i).display(),
             backend = self.backend.as_str(),
+            cross = self.cross_subnet.as_str(),
             conf = self.cni_conf_dir(i).display(),
             data = self.cni_data_dir(i).display(),
         )
@@ -428,11 +452,22 @@ mod tests {
     fn agent_config_is_a_valid_agent_file() {
         let dir = std::env::temp_dir().join(format!("rl-lab-topo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for backend in [Backend::Bgp, Backend::HostGw, Backend::Vxlan] {
-            let t = Topology::new("rl-lab", 4, 2, backend, Tor::Routelet, &dir).unwrap();
+        for (backend, cross) in [
+            (Backend::Bgp, CrossSubnet::Vxlan),
+            (Backend::HostGw, CrossSubnet::Vxlan),
+            (Backend::Vxlan, CrossSubnet::Vxlan),
+            (Backend::Bgp, CrossSubnet::Routed),
+        ] {
+            let mut t = Topology::new("rl-lab", 4, 2, backend, Tor::Routelet, &dir).unwrap();
+            t.cross_subnet = cross;
             let yaml = t.agent_yaml(2);
+            assert!(yaml.contains(&format!("cross_subnet: {}", cross.as_str())));
             assert!(yaml.contains(&format!("backend: {}", backend.as_str())));
-            let path = dir.join(format!("agent-{}.yaml", backend.as_str()));
+            let path = dir.join(format!(
+                "agent-{}-{}.yaml",
+                backend.as_str(),
+                cross.as_str()
+            ));
             std::fs::write(&path, &yaml).unwrap();
             let s = crate::agent_config::load_agent(&path);
             assert!(s.is_ok(), "{yaml}\n{:?}", s.err().map(|e| e.to_string()));

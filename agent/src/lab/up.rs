@@ -18,7 +18,8 @@ use super::cmd;
 use super::error::LabError;
 use super::state::{LabState, Pids, Pod, Process, Responder};
 use super::topology::{
-    Backend, Topology, Tor, API_ADDR, API_GW, API_PORT, EXT_ADDR, LB_PORT, POD_PORT, TOR_ROUTER_ID,
+    Backend, CrossSubnet, Topology, Tor, API_ADDR, API_GW, API_PORT, EXT_ADDR, LB_PORT, POD_PORT,
+    TOR_ROUTER_ID,
 };
 use super::{down, tor};
 
@@ -38,6 +39,7 @@ pub struct UpOptions {
     pub racks: usize,
     pub backend: Backend,
     pub tor: Tor,
+    pub cross_subnet: CrossSubnet,
     pub kubeconfig: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub prefix: String,
@@ -82,7 +84,7 @@ fn catch_ctrl_c() {
 /// Runs `up`; on failure after something was built (Ctrl-C included), tears it down again.
 pub fn run(opts: &UpOptions) -> Result<(), LabError> {
     let state_dir = absolute(&opts.state_dir)?;
-    let topo = Topology::new(
+    let mut topo = Topology::new(
         &opts.prefix,
         opts.nodes,
         opts.racks,
@@ -90,6 +92,7 @@ pub fn run(opts: &UpOptions) -> Result<(), LabError> {
         opts.tor,
         &state_dir,
     )?;
+    topo.cross_subnet = opts.cross_subnet;
     let kubeconfig = opts.kubeconfig.as_deref().map(absolute).transpose()?;
     preflight(&topo, kubeconfig.as_deref())?;
     let exe = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
@@ -375,11 +378,12 @@ fn build(lab: &mut LabState, kubeconfig: Option<PathBuf>, exe: &Path) -> Result<
     }
     lab.save()?;
     println!(
-        "lab {}: {} nodes in {} racks, backend {}, ToR {}; agents started, waiting until ready",
+        "lab {}: {} nodes in {} racks, backend {} (cross_subnet {}), ToR {}; agents started, waiting until ready",
         topo.prefix,
         topo.nodes,
         topo.racks,
         topo.backend.as_str(),
+        topo.cross_subnet.as_str(),
         topo.tor.as_str()
     );
 
