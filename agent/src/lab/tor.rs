@@ -159,7 +159,7 @@ pub fn bird_conf(topo: &Topology) -> String {
     c
 }
 
-/// FRR bgpd configuration of the ToR.
+/// FRR bgpd configuration of the ToR (like the others: learns from every node, sends nothing).
 pub fn frr_bgpd_conf(topo: &Topology) -> String {
     let mut c = format!(
         "frr defaults traditional\nhostname tor\nlog stdout informational\n!\n\
@@ -176,9 +176,12 @@ pub fn frr_bgpd_conf(topo: &Topology) -> String {
         " address-family ipv4 unicast\n  maximum-paths {MAX_PATHS}\n"
     ));
     for n in topo.node_list() {
-        c.push_str(&format!("  neighbor {} activate\n", n.addr));
+        c.push_str(&format!(
+            "  neighbor {a} activate\n  neighbor {a} route-map NOTHING out\n",
+            a = n.addr
+        ));
     }
-    c.push_str(" exit-address-family\n!\n");
+    c.push_str(" exit-address-family\n!\nroute-map NOTHING deny 10\n!\n");
     c
 }
 
@@ -223,6 +226,10 @@ mod tests {
         let f = frr_bgpd_conf(&t);
         assert!(f.contains(" neighbor 10.100.1.11 remote-as 64512"), "{f}");
         assert!(f.contains("maximum-paths 8"), "{f}");
+        assert!(
+            f.contains("neighbor 10.100.2.14 route-map NOTHING out"),
+            "{f}"
+        );
         let p = plan(&t, Path::new("/x"));
         assert_eq!(p.processes.len(), 2);
         assert_eq!(p.run_dir, Some(PathBuf::from("/var/run/frr/rl-lab-tor")));
