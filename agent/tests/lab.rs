@@ -457,3 +457,48 @@ fn lab_up_failure_tears_down() {
     );
     assert!(!state_dir.exists());
 }
+
+/// `down` cleans up a lab whose `up` was killed half-way (supervisor, daemons and namespaces
+/// possibly running, state partly written), at whatever stage the kill lands.
+#[test]
+fn lab_down_cleans_a_half_built_lab() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (i, delay_ms) in [300u64, 1200].into_iter().enumerate() {
+        let prefix = format!("rll{}k{i}", std::process::id());
+        let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
+        let state = state_dir.to_string_lossy().into_owned();
+        let _guard = Guard {
+            state_dir: state_dir.clone(),
+            prefix: prefix.clone(),
+        };
+        let mut up = Command::new(BIN)
+            .args(["lab", "up", "--prefix", &prefix, "--state-dir", &state])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = up.kill();
+        let _ = up.wait();
+        let pids = Pids::load(&state_dir).ok().flatten();
+        let out = routelet(&["lab", "down", "--state-dir", &state, "--prefix", &prefix]);
+        assert!(out.status.success(), "{}", show("down", &out));
+        assert!(
+            lab_namespaces(&prefix).is_empty(),
+            "{:?}",
+            lab_namespaces(&prefix)
+        );
+        assert!(!state_dir.exists());
+        if let Some(p) = pids {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let all: Vec<u32> = std::iter::once(p.supervisor)
+                .chain(p.processes.values().map(|x| x.pid))
+                .collect();
+            while all.iter().any(|&x| alive(x)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let left: Vec<u32> = all.into_iter().filter(|&x| alive(x)).collect();
+            assert!(left.is_empty(), "still alive after down: {left:?}");
+        }
+    }
+}
