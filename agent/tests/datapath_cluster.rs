@@ -252,6 +252,26 @@ fn bgp_backend_routes_on_the_rack_and_tunnels_across_racks() -> Result<()> {
         )?;
         println!("VXLAN device repaired after {took:?}");
         wait_ping(&c, 1, 3)?;
+        // An FDB entry deleted by hand is back within 2 s (neighbour deletions are watched).
+        let fdb = c.nodes[0].exec(&["bridge", "-j", "fdb", "show", "dev", VXLAN])?;
+        let fdb = parse_json("bridge -j fdb", &fdb)?;
+        let mac = fdb[0]["mac"].as_str().unwrap_or("").to_string();
+        c.nodes[0].exec(&[
+            "bridge",
+            "fdb",
+            "del",
+            &mac,
+            "dev",
+            VXLAN,
+            "dst",
+            &c.addrs[2],
+        ])?;
+        let took = wait_until("FDB entry back", Duration::from_secs(2), |seen| {
+            let e = vtep_entries(&c, 1)?;
+            *seen = format!("{e:?}");
+            Ok(e.1 == vec![c.addrs[2].clone()])
+        })?;
+        println!("FDB entry repaired after {took:?}");
         // Node n3 deleted: its route, neighbour and FDB entry go everywhere.
         c.request("DELETE", "/api/v1/nodes/n3", None, "application/json")?;
         for i in [1, 2] {
