@@ -384,6 +384,19 @@ fn add_gives_a_working_dual_stack_pod_and_del_removes_it() {
         node.ns.sysctl(&format!("net/ipv4/conf/{host}/proxy_arp")),
         "1"
     );
+    for (key, want) in [
+        ("ipv6/conf/{h}/forwarding", "1"),
+        ("ipv6/conf/{h}/accept_dad", "0"),
+        ("ipv6/conf/{h}/addr_gen_mode", "0"),
+    ] {
+        let key = format!("net/{}", key.replace("{h}", &host));
+        assert_eq!(node.ns.sysctl(&key), want, "{key}");
+    }
+    let host_addrs = node.ns.ip_json(&["-6", "addr", "show", "dev", &host]);
+    assert!(
+        host_addrs.to_string().contains("fe80::ecee:eeff:feee:eeee"),
+        "{host_addrs}"
+    );
     let links = node.ns.ip_json(&["link", "show", &host]);
     assert_eq!(links[0]["mtu"], 1450);
     let pod_link = pod.ip_json(&["link", "show", "eth0"]);
@@ -696,4 +709,38 @@ fn bad_inputs_get_the_right_error_codes_and_leave_nothing_behind() {
     assert_eq!(node.state_files().len(), 2, "{:?}", node.state_files());
     assert_eq!(pod2.links(), vec!["lo".to_string()]);
     assert!(!pod2.try_ip(&["link", "show", "eth0"]));
+}
+
+#[test]
+fn older_spec_versions_get_their_result_shape_and_command_set() {
+    let node = Node::new();
+    let pod = Ns::new("pod");
+    let mut conf = node.config(&["10.244.9.0/24", "2001:db8:244:9::/64"]);
+    conf["cniVersion"] = json!("0.4.0");
+    let r = add_ok(&node, "old1", &pod, &conf);
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["ips"][0]["version"], "4");
+    assert_eq!(r["ips"][1]["version"], "6");
+    conf["prevResult"] = r;
+    let ok = cmd(&node, "CHECK", "old1", &pod, &conf);
+    assert!(ok.ok, "{} {}", ok.stdout, ok.stderr);
+    // 0.3.1 has no CHECK; errors answer in the config's version.
+    conf["cniVersion"] = json!("0.3.1");
+    let e = cmd(&node, "CHECK", "old1", &pod, &conf).error();
+    assert_eq!(e["code"], 1, "{e}");
+    assert_eq!(e["cniVersion"], "0.3.1");
+    // 1.0.0 has no GC.
+    conf["cniVersion"] = json!("1.0.0");
+    conf["cni.dev/valid-attachments"] = json!([]);
+    let g = plugin(
+        &node.ns,
+        Form::Argv0,
+        &[("CNI_COMMAND", "GC")],
+        &conf.to_string(),
+    );
+    assert_eq!(g.code(), 1);
+    assert_eq!(node.state_files().len(), 2, "GC must not have run");
+    let d = cmd(&node, "DEL", "old1", &pod, &conf);
+    assert!(d.ok, "{} {}", d.stdout, d.stderr);
+    assert!(node.state_files().is_empty());
 }
