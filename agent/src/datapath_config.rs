@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How pod traffic reaches other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// Pod routes learned over BGP (node mesh or reflectors), installed with the other node
@@ -31,7 +31,7 @@ impl Backend {
 }
 
 /// What `bgp` and `host-gw` do for a node whose address is on no directly connected subnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrossSubnet {
     /// Tunnel just those nodes through VXLAN (Calico CrossSubnet, flannel DirectRouting).
@@ -40,6 +40,15 @@ pub enum CrossSubnet {
     /// Let the fabric carry the routes (the ToR peering): the route goes via whatever the
     /// kernel uses to reach that node.
     Routed,
+}
+
+impl CrossSubnet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrossSubnet::Vxlan => "vxlan",
+            CrossSubnet::Routed => "routed",
+        }
+    }
 }
 
 /// Default VXLAN Network Identifier (Calico's; flannel uses 1).

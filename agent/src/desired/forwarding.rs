@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use bgp::types::Prefix;
 
+use super::list;
 use super::model::{NodeInfo, ObjectRef, Problem, Snapshot};
 use crate::agent_config::{AgentSettings, PodCidrSource};
 pub use crate::datapath::{format_mac, parse_mac, vtep_mac, VtepPeer};
@@ -357,12 +358,4 @@ fn vxlan_routes(
         });
     }
     PathKind::Vxlan
-}
-
-fn list(prefixes: &[Prefix]) -> String {
-    prefixes
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -138,7 +138,8 @@ pub fn router_id(node: &NodeInfo) -> Ipv4Addr {
     Ipv4Addr::from(0x0100_0000 + h % (0xe000_0000 - 0x0100_0000))
 }
 
-fn list(prefixes: &[Prefix]) -> String {
+/// `a, b, c`.
+pub(crate) fn list(prefixes: &[Prefix]) -> String {
     prefixes
         .iter()
         .map(|p| p.to_string())

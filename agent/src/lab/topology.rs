@@ -37,45 +37,9 @@ pub const ROUTELET_NAMESPACE: &str = "routelet-system";
 pub const MAX_NODES: usize = 200;
 pub const MAX_RACKS: usize = 200;
 
-/// The agents' datapath backend (`backend:` in their config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    #[default]
-    Bgp,
-    HostGw,
-    Vxlan,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Bgp => "bgp",
-            Backend::HostGw => "host-gw",
-            Backend::Vxlan => "vxlan",
-        }
-    }
-}
-
-/// What the agents do for a node on another rack (`cross_subnet:` in their config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum CrossSubnet {
-    /// Tunnel to nodes that are not on a directly connected subnet.
-    #[default]
-    Vxlan,
-    /// Let the fabric (the ToR) carry those routes.
-    Routed,
-}
-
-impl CrossSubnet {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CrossSubnet::Vxlan => "vxlan",
-            CrossSubnet::Routed => "routed",
-        }
-    }
-}
+/// The agents' datapath backend and cross-subnet mode (`backend:` / `cross_subnet:` in their
+/// config).
+pub use crate::datapath_config::{Backend, CrossSubnet};
 
 /// What routes on the ToR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
