@@ -621,3 +621,88 @@ fn bad_annotations_are_reported_and_disturb_nothing() -> Result<()> {
         Ok(())
     })
 }
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// How long an API change takes to reach the speaker on an idle node: an EndpointSlice's
+/// endpoint on n2 flips ready/unready 20 times; each time, the time from the start of the
+/// write until n2's speaker originates (or withdraws) the eTP-Local LoadBalancer /32, read
+/// from its status socket in a tight loop. The HTTP client's own cost (a python3 process per
+/// request) is measured separately and included in the numbers.
+#[test]
+#[ignore = "benchmark: cargo test -p agent --test agent_cluster bench_api_to_speaker -- --ignored --nocapture"]
+fn bench_api_to_speaker_latency() -> Result<()> {
+    Lab::run("agentbench", |lab| {
+        let c = start_cluster(lab)?;
+        create_lb_service(&c)?;
+        let mut ip = String::new();
+        wait_until(
+            "web gets a LoadBalancer IP",
+            Duration::from_secs(30),
+            |_| {
+                let svc = c.request(
+                    "GET",
+                    "/api/v1/namespaces/default/services/web",
+                    None,
+                    "application/json",
+                )?;
+                ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(!ip.is_empty())
+            },
+        )?;
+        let host = format!("{ip}/32");
+        let agent = c.agent(2)?;
+        wait_until("n2 originates the LB IP", Duration::from_secs(15), |_| {
+            Ok(agent.rib_entry(&host)?.is_some())
+        })?;
+        let mut client = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            c.request("GET", "/healthz", None, "application/json")?;
+            client.push(t.elapsed());
+        }
+        let mut poll = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            agent.rib_entry(&host)?;
+            poll.push(t.elapsed());
+        }
+        let mut latency = Vec::new();
+        for k in 0..20 {
+            let ready = k % 2 == 1;
+            let t0 = Instant::now();
+            set_endpoint_ready(&c, ready, false)?;
+            loop {
+                if agent.rib_entry(&host)?.is_some() == ready {
+                    break;
+                }
+                ensure(
+                    t0.elapsed() < Duration::from_secs(5),
+                    format!("change {k} never reached the speaker"),
+                )?;
+            }
+            latency.push(t0.elapsed());
+        }
+        for v in [&mut client, &mut poll, &mut latency] {
+            v.sort();
+        }
+        println!(
+            "API write -> speaker (20 changes, incl. the client): p50 {:?}, p90 {:?}, max {:?}; \
+             client request alone: p50 {:?}; one status poll: p50 {:?}",
+            percentile(&latency, 50),
+            percentile(&latency, 90),
+            latency.last().copied().unwrap_or_default(),
+            percentile(&client, 50),
+            percentile(&poll, 50),
+        );
+        Ok(())
+    })
+}
