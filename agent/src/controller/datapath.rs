@@ -13,7 +13,9 @@ use tracing::{info, warn};
 
 use crate::agent_config::AgentSettings;
 use crate::datapath::{self as dp, Netlink};
-use crate::datapath_config::{CNI_CONFLIST, CNI_NETWORK, VXLAN_DEVICE_V4, VXLAN_DEVICE_V6};
+use crate::datapath_config::{
+    Backend, CrossSubnet, CNI_CONFLIST, CNI_NETWORK, VXLAN_DEVICE_V4, VXLAN_DEVICE_V6,
+};
 use crate::desired::forwarding::{
     format_mac, forwarding_plan, local_vteps, pod_prefixes, ForwardingPlan, KernelView, LocalVtep,
     PathKind, VtepPeer,
@@ -45,6 +47,8 @@ pub struct Datapath {
     nl: Netlink,
     devices: [Option<Device>; 2],
     paths: BTreeMap<(String, bool), PathKind>,
+    /// The static routes last handed to the FIB task (it owns repairing them).
+    sent_routes: Option<Vec<KernelRoute>>,
     /// A pass completed (before the first, a device left by an earlier configuration that
     /// is no longer wanted is removed).
     passed: bool,
@@ -59,6 +63,7 @@ impl Datapath {
             nl: Netlink::new()?,
             devices: [None, None],
             paths: BTreeMap::new(),
+            sent_routes: None,
             passed: false,
         })
     }
@@ -90,7 +95,14 @@ impl Datapath {
             Ok(subnets) => view.connected = subnets.into_iter().map(|c| c.prefix).collect(),
             Err(e) => warn!(error = %e, "cannot read this node's connected subnets"),
         }
-        for node in snapshot.nodes.values().filter(|n| n.name != me.name) {
+        // Gateways towards other nodes matter only for `cross_subnet: routed`.
+        let routed = settings.datapath.cross_subnet == CrossSubnet::Routed
+            && settings.datapath.backend != Backend::Vxlan;
+        for node in snapshot
+            .nodes
+            .values()
+            .filter(|n| routed && n.name != me.name)
+        {
             for addr in &node.addresses {
                 if view.connected.iter().any(|c| c.contains(addr)) {
                     continue;
@@ -114,7 +126,19 @@ impl Datapath {
                 sync_peers(&self.nl, dev.ifindex, &union).await;
             }
         }
-        // Routes (static: blackholes + plan), then wait until the FIB task applied them.
+        // Something goes away below (VTEP entries, a device): its routes must be gone first.
+        let stale_peers = (0..2).any(|slot| {
+            self.devices[slot]
+                .as_ref()
+                .is_some_and(|d| !d.peers.is_subset(peers_of(&plan, slot)))
+        });
+        let device_goes = [want_v4, want_v6]
+            .iter()
+            .enumerate()
+            .any(|(slot, want)| want.is_none() && (self.devices[slot].is_some() || !self.passed));
+        // Routes (static: blackholes + plan), sent when they changed; when something goes
+        // away below, wait until the FIB task applied them (otherwise the reconcile loop
+        // never waits on a busy FIB writer).
         if let Some(tx) = fib_tx {
             let mut routes: Vec<KernelRoute> = blackholes
                 .iter()
@@ -124,21 +148,29 @@ impl Datapath {
                 })
                 .collect();
             routes.extend(plan.routes.iter().cloned());
-            let _ = tx.send(FibCommand::SetStatic(routes)).await;
-            let (ack, done) = oneshot::channel();
-            if tx.send(FibCommand::Barrier(ack)).await.is_ok()
-                && tokio::time::timeout(FIB_BARRIER_TIMEOUT, done)
-                    .await
-                    .is_err()
-            {
-                warn!("the FIB writer did not confirm the routes in time");
+            if self.sent_routes.as_ref() != Some(&routes) {
+                let _ = tx.send(FibCommand::SetStatic(routes.clone())).await;
+                self.sent_routes = Some(routes);
+            }
+            if stale_peers || device_goes {
+                let (ack, done) = oneshot::channel();
+                if tx.send(FibCommand::Barrier(ack)).await.is_ok()
+                    && tokio::time::timeout(FIB_BARRIER_TIMEOUT, done)
+                        .await
+                        .is_err()
+                {
+                    warn!("the FIB writer did not confirm the routes in time");
+                }
             }
         }
-        // Out: stale FDB then neighbour entries, now that no route uses them.
+        // Out: stale FDB then neighbour entries, now that no route uses them (without stale
+        // peers the sync above already left the kernel as wanted).
         for slot in 0..2 {
             let wanted = peers_of(&plan, slot).clone();
             if let Some(dev) = self.devices[slot].as_mut() {
-                sync_peers(&self.nl, dev.ifindex, &wanted).await;
+                if !dev.peers.is_subset(&wanted) {
+                    sync_peers(&self.nl, dev.ifindex, &wanted).await;
+                }
                 dev.peers = wanted;
             }
         }
