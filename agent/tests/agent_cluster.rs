@@ -295,28 +295,34 @@ fn set_endpoint_ready(c: &Cluster, ready: bool, create: bool) -> Result<()> {
     Ok(())
 }
 
+/// Waits until `web` has a LoadBalancer IP (`status.loadBalancer.ingress`) and returns it.
+fn wait_lb_ip(c: &Cluster) -> Result<String> {
+    let mut ip = String::new();
+    wait_until(
+        "web gets a LoadBalancer IP from the pool",
+        Duration::from_secs(30),
+        |seen| {
+            let svc = c.request(
+                "GET",
+                "/api/v1/namespaces/default/services/web",
+                None,
+                "application/json",
+            )?;
+            let ingress = &svc["status"]["loadBalancer"]["ingress"];
+            seen.push_str(&format!("{ingress}; "));
+            ip = ingress[0]["ip"].as_str().unwrap_or_default().to_string();
+            Ok(!ip.is_empty())
+        },
+    )?;
+    Ok(ip)
+}
+
 #[test]
 fn load_balancer_ip_is_allocated_and_advertised_only_from_ready_local_endpoints() -> Result<()> {
     Lab::run("agentlb", |lab| {
         let c = start_cluster(lab)?;
         create_lb_service(&c)?;
-        let mut ip = String::new();
-        wait_until(
-            "web gets a LoadBalancer IP from the pool",
-            Duration::from_secs(30),
-            |seen| {
-                let svc = c.request(
-                    "GET",
-                    "/api/v1/namespaces/default/services/web",
-                    None,
-                    "application/json",
-                )?;
-                let ingress = &svc["status"]["loadBalancer"]["ingress"];
-                seen.push_str(&format!("{ingress}; "));
-                ip = ingress[0]["ip"].as_str().unwrap_or_default().to_string();
-                Ok(!ip.is_empty())
-            },
-        )?;
+        let ip = wait_lb_ip(&c)?;
         ensure(
             ip == "203.0.113.1",
             format!("the first usable pool address, got {ip}"),
@@ -378,25 +384,9 @@ fn load_balancer_ip_is_allocated_and_advertised_only_from_ready_local_endpoints(
             "an AllocationFailed event on default/lost",
             Duration::from_secs(15),
             |seen| {
-                let events = c.request(
-                    "GET",
-                    "/apis/events.k8s.io/v1/namespaces/default/events",
-                    None,
-                    "application/json",
-                )?;
-                let found = events["items"].as_array().into_iter().flatten().any(|e| {
-                    e["reason"] == "AllocationFailed"
-                        && e["regarding"]["name"] == "lost"
-                        && e["note"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .contains("pool `nope`")
-                });
-                seen.push_str(&format!(
-                    "{} events; ",
-                    events["items"].as_array().map_or(0, Vec::len)
-                ));
-                Ok(found)
+                let notes = c.event_notes("AllocationFailed", "lost")?;
+                seen.push_str(&format!("{notes:?}; "));
+                Ok(notes.iter().any(|n| n.contains("pool `nope`")))
             },
         )?;
         let lost = c.request(
@@ -578,21 +568,7 @@ fn bad_annotations_are_reported_and_disturb_nothing() -> Result<()> {
             "InvalidAnnotation events on n2",
             Duration::from_secs(15),
             |seen| {
-                let events = c.request(
-                    "GET",
-                    "/apis/events.k8s.io/v1/events",
-                    None,
-                    "application/json",
-                )?;
-                let notes: Vec<String> = events["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| {
-                        e["reason"] == "InvalidAnnotation" && e["regarding"]["name"] == "n2"
-                    })
-                    .filter_map(|e| e["note"].as_str().map(str::to_string))
-                    .collect();
+                let notes = c.event_notes("InvalidAnnotation", "n2")?;
                 seen.push_str(&format!("{notes:?}; "));
                 Ok([
                     "routelet.io/asn",
@@ -640,24 +616,7 @@ fn bench_api_to_speaker_latency() -> Result<()> {
     Lab::run("agentbench", |lab| {
         let c = start_cluster(lab)?;
         create_lb_service(&c)?;
-        let mut ip = String::new();
-        wait_until(
-            "web gets a LoadBalancer IP",
-            Duration::from_secs(30),
-            |_| {
-                let svc = c.request(
-                    "GET",
-                    "/api/v1/namespaces/default/services/web",
-                    None,
-                    "application/json",
-                )?;
-                ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(!ip.is_empty())
-            },
-        )?;
+        let ip = wait_lb_ip(&c)?;
         let host = format!("{ip}/32");
         let agent = c.agent(2)?;
         wait_until("n2 originates the LB IP", Duration::from_secs(15), |_| {

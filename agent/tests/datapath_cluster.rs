@@ -365,23 +365,6 @@ fn routed_cross_subnet_goes_through_the_fabric() -> Result<()> {
     })
 }
 
-/// Warning Events with `reason` about node `node` (their notes).
-fn events(c: &Cluster, reason: &str, node: &str) -> Result<Vec<String>> {
-    let events = c.request(
-        "GET",
-        "/apis/events.k8s.io/v1/events",
-        None,
-        "application/json",
-    )?;
-    Ok(events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["reason"] == reason && e["regarding"]["name"] == node)
-        .filter_map(|e| e["note"].as_str().map(str::to_string))
-        .collect())
-}
-
 #[test]
 fn bad_datapath_input_is_reported_and_the_rest_keeps_working() -> Result<()> {
     Lab::run("dp-bad", |lab| {
@@ -394,7 +377,7 @@ fn bad_datapath_input_is_reported_and_the_rest_keeps_working() -> Result<()> {
             "VXLANUnderlay event on n1",
             Duration::from_secs(15),
             |seen| {
-                let notes = events(&c, "VXLANUnderlay", "n1")?;
+                let notes = c.event_notes("VXLANUnderlay", "n1")?;
                 *seen = format!("{notes:?}");
                 Ok(notes.iter().any(|n| n.contains("nosuch0")))
             },
@@ -414,7 +397,7 @@ fn bad_datapath_input_is_reported_and_the_rest_keeps_working() -> Result<()> {
             "PodCIDROverlap event on n3",
             Duration::from_secs(15),
             |seen| {
-                let notes = events(&c, "PodCIDROverlap", "n3")?;
+                let notes = c.event_notes("PodCIDROverlap", "n3")?;
                 *seen = format!("{notes:?}");
                 Ok(!notes.is_empty())
             },

@@ -193,6 +193,24 @@ impl Cluster {
         Ok(serde_json::from_str(out.trim()).unwrap_or(Value::Null))
     }
 
+    /// Notes of the Events (events.k8s.io, every namespace) with `reason` about the object
+    /// named `name`.
+    pub fn event_notes(&self, reason: &str, name: &str) -> Result<Vec<String>> {
+        let events = self.request(
+            "GET",
+            "/apis/events.k8s.io/v1/events",
+            None,
+            "application/json",
+        )?;
+        Ok(events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == reason && e["regarding"]["name"] == name)
+            .filter_map(|e| e["note"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Creates node `i` with its InternalIP and pod CIDR (status written through /status, as
     /// the kubelet does).
     pub fn create_node(&self, i: usize, annotations: Value) -> Result<()> {
