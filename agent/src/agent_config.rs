@@ -6,14 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bgp::config::NeighborConfig;
+use bgp::config::{GracefulRestartConfig, NeighborConfig};
 use bgp::types::Prefix;
 use serde::Deserialize;
 
 use crate::config::{
     common_settings, default_convergence_timeout, default_listen_port, default_max_paths,
     default_metrics, default_socket, default_true, locate, neighbor_config, ConfigError,
-    KernelFile, NeighborFile,
+    GracefulRestartFile, KernelFile, NeighborFile,
 };
 use crate::datapath_config::{self, Backend, CniFile, CrossSubnet, DatapathSettings, VxlanFile};
 
@@ -93,6 +93,8 @@ pub struct AgentFile {
     pub max_paths: usize,
     #[serde(default = "default_convergence_timeout")]
     pub convergence_timeout: u64,
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartFile,
     pub cluster_cidr: OneOrMany,
     #[serde(default)]
     pub service_cidr: OneOrMany,
@@ -205,6 +207,8 @@ pub struct AgentSettings {
     pub listen_port: Option<u16>,
     pub max_paths: usize,
     pub convergence_timeout: Duration,
+    /// `None` = graceful restart off.
+    pub graceful_restart: Option<GracefulRestartConfig>,
     /// At most one per address family.
     pub cluster_cidrs: Vec<Prefix>,
     /// At most one per address family.
@@ -462,7 +466,12 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
         let needle = key.rsplit('.').next().unwrap_or(key);
         invalid(key.into(), &format!("{needle}:"), 0, message)
     })?;
+    let graceful_restart = file.graceful_restart.settings().map_err(|(key, message)| {
+        let needle = key.rsplit('.').next().unwrap_or(key);
+        invalid(key.into(), &format!("{needle}:"), 0, message)
+    })?;
     Ok(AgentSettings {
+        graceful_restart,
         datapath,
         asn: file.asn,
         namespace: file.namespace,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bgp::config::{NeighborConfig, SpeakerConfig};
+use bgp::config::{GracefulRestartConfig, NeighborConfig, SpeakerConfig};
 use bgp::rib::RouteFilter;
 use bgp::types::{Family, Prefix};
 use serde::Deserialize;
@@ -65,6 +65,77 @@ pub(crate) fn default_peer_port() -> u16 {
     179
 }
 
+pub(crate) fn default_restart_time() -> u16 {
+    120
+}
+pub(crate) fn default_stale_routes_time() -> u64 {
+    360
+}
+
+/// `graceful_restart:` of the speaker and the agent files (RFC 4724 + RFC 8538, both roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GracefulRestartFile {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds peers keep our routes while our sessions are down (1..=4095).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// Seconds a restarted peer's stale routes wait for its End-of-RIB (1..=3600).
+    #[serde(default = "default_stale_routes_time")]
+    pub stale_routes_time: u64,
+    /// Keep a peer's routes when its hold timer expires (RFC 8538's reading); default: a
+    /// silent peer is a dead node and its routes go at once.
+    #[serde(default)]
+    pub keep_on_hold_timer_expiry: bool,
+}
+
+impl Default for GracefulRestartFile {
+    fn default() -> Self {
+        GracefulRestartFile {
+            enabled: true,
+            restart_time: default_restart_time(),
+            stale_routes_time: default_stale_routes_time(),
+            keep_on_hold_timer_expiry: false,
+        }
+    }
+}
+
+impl GracefulRestartFile {
+    /// The validated speaker settings (`None` when disabled; `restarting` is decided at start
+    /// from the kernel). Err is (key, message).
+    pub(crate) fn settings(&self) -> Result<Option<GracefulRestartConfig>, (&'static str, String)> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.restart_time == 0 || self.restart_time > GracefulRestartConfig::MAX_RESTART_TIME {
+            return Err((
+                "graceful_restart.restart_time",
+                format!(
+                    "{} is out of range: 1..={} seconds (12 bits in the capability)",
+                    self.restart_time,
+                    GracefulRestartConfig::MAX_RESTART_TIME
+                ),
+            ));
+        }
+        if self.stale_routes_time == 0 || self.stale_routes_time > 3600 {
+            return Err((
+                "graceful_restart.stale_routes_time",
+                format!(
+                    "{} is out of range: 1..=3600 seconds",
+                    self.stale_routes_time
+                ),
+            ));
+        }
+        Ok(Some(GracefulRestartConfig {
+            restart_time: self.restart_time,
+            stale_routes_time: Duration::from_secs(self.stale_routes_time),
+            restarting: false,
+            keep_on_hold_timer_expiry: self.keep_on_hold_timer_expiry,
+        }))
+    }
+}
+
 /// The YAML document of `routelet speaker --config FILE`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +159,8 @@ pub struct SpeakerFile {
     /// Seconds to wait for every neighbor's End-of-RIB before removing old kernel routes.
     #[serde(default = "default_convergence_timeout")]
     pub convergence_timeout: u64,
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartFile,
     #[serde(default)]
     pub neighbors: Vec<NeighborFile>,
     #[serde(default)]
@@ -209,6 +282,10 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
     }
     let metrics = common_settings(file.max_paths, &file.metrics_address)
         .map_err(|(key, message)| invalid(key.into(), &format!("{key}:"), 0, message))?;
+    let graceful_restart = file.graceful_restart.settings().map_err(|(key, message)| {
+        let needle = key.rsplit('.').next().unwrap_or(key);
+        invalid(key.into(), &format!("{needle}:"), 0, message)
+    })?;
     let mut seen = HashSet::new();
     let mut neighbors = Vec::new();
     for (i, n) in file.neighbors.iter().enumerate() {
@@ -278,6 +355,7 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
             max_paths: file.max_paths,
             cluster_id: file.cluster_id,
             convergence_timeout: Duration::from_secs(file.convergence_timeout),
+            graceful_restart,
             neighbors,
         },
         socket: file.socket,

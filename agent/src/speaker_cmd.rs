@@ -60,6 +60,48 @@ pub fn fib_commands(changes: Vec<LocRibChange>) -> Vec<FibCommand> {
 /// A running FIB writer: its command channel and the counters it keeps for the metrics.
 pub type FibHandle = (Option<mpsc::Sender<FibCommand>>, Option<Arc<FibStats>>);
 
+/// How many routes of ours the kernel holds from a previous run (0 when routes are not
+/// installed, or the table cannot be read): more than 0 means this start is a restart whose
+/// forwarding state survived, which graceful restart advertises (R and F bits).
+pub async fn routes_from_previous_run(kernel: &crate::config::KernelFile) -> usize {
+    if !kernel.install {
+        return 0;
+    }
+    let fib = match Fib::new(kernel.table, fib::ROUTELET_PROTOCOL) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "cannot read the kernel routing table; starting as a fresh start");
+            return 0;
+        }
+    };
+    match fib.dump_compact().await {
+        Ok(d) => d.routes.len(),
+        Err(e) => {
+            warn!(error = %e, "cannot read the kernel routing table; starting as a fresh start");
+            0
+        }
+    }
+}
+
+/// Sets `restarting` in the graceful-restart settings from the kernel (see
+/// [`routes_from_previous_run`]) and logs which kind of start this is.
+pub async fn detect_restart(
+    gr: &mut Option<bgp::config::GracefulRestartConfig>,
+    kernel: &crate::config::KernelFile,
+) {
+    let Some(gr) = gr.as_mut() else {
+        return;
+    };
+    let previous = routes_from_previous_run(kernel).await;
+    gr.restarting = previous > 0;
+    if gr.restarting {
+        info!(
+            routes = previous,
+            "graceful restart: the kernel kept {previous} routes of ours; advertising a restart with forwarding state preserved"
+        );
+    }
+}
+
 /// Starts the FIB writer task for `kernel` (nothing when `install` is off).
 pub fn start_fib(kernel: &crate::config::KernelFile) -> Result<FibHandle, fib::FibError> {
     if !kernel.install {
@@ -161,6 +203,7 @@ fn reload(path: &Path, running: &mut SpeakerSettings, speaker: &Speaker) {
 /// Run until SIGTERM/SIGINT; `config_path` is read again on SIGHUP.
 pub async fn run(settings: SpeakerSettings, config_path: &Path) -> Result<(), RunError> {
     let mut settings = settings;
+    detect_restart(&mut settings.bgp.graceful_restart, &settings.kernel).await;
     let (speaker, mut rib_events) = Speaker::start(settings.bgp.clone())?;
     speaker.set_originated(originated(&settings.originate))?;
     crate::control::serve(&settings.socket, speaker.clone())?;

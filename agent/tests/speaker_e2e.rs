@@ -1,7 +1,7 @@
 //! routelet <-> routelet in network namespaces: ECMP multipath into the kernel, a crash
 //! (SIGKILL) and restart that never removes a still-valid kernel route and releases stale ones
-//! after End-of-RIB, a clean stop that withdraws at once (Cease), and the metrics and health
-//! endpoints.
+//! after End-of-RIB, a clean stop without graceful restart that withdraws at once (Cease), and
+//! the metrics and health endpoints.
 
 mod interop;
 
@@ -175,7 +175,11 @@ fn crash_and_restart_keeps_valid_routes_and_releases_stale_ones() -> Result<()> 
 fn clean_stop_withdraws_at_once_and_metrics_are_served() -> Result<()> {
     Lab::run("e2estop", |lab| {
         let t = triangle(lab)?;
-        let mut a = Routelet::start(lab, &t.a, "a", &node_a(false))?;
+        // Without graceful restart a stop is a withdrawal (with it, an upgrade: see
+        // tests/graceful_restart.rs).
+        let mut cfg_a = node_a(false);
+        cfg_a.graceful_restart = Some(false);
+        let mut a = Routelet::start(lab, &t.a, "a", &cfg_a)?;
         // Hold time 9 s: a withdrawal faster than that proves the Cease was received.
         let b = Routelet::start(lab, &t.b, "b", &leaf("10.0.1.2", "10.0.1.1", &[ONLY_B]))?;
         wait_until(

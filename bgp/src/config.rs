@@ -21,7 +21,46 @@ pub struct SpeakerConfig {
     pub cluster_id: Option<Ipv4Addr>,
     /// Old kernel routes are removed once every neighbor has sent End-of-RIB, or after this.
     pub convergence_timeout: Duration,
+    /// Graceful restart (RFC 4724, RFC 8538); `None` = not advertised: every session end
+    /// flushes the peer's routes here and ours there.
+    pub graceful_restart: Option<GracefulRestartConfig>,
     pub neighbors: Vec<NeighborConfig>,
+}
+
+/// Graceful restart settings of the speaker (both roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartConfig {
+    /// Advertised restart time in seconds (at most 4095): how long peers keep our routes
+    /// while the session is down.
+    pub restart_time: u16,
+    /// Helper: how long a restarted peer's stale routes are kept once its session is back,
+    /// waiting for its End-of-RIB.
+    pub stale_routes_time: Duration,
+    /// This run is a restart and the forwarding state survived it (the kernel still holds our
+    /// routes): the OPENs carry the Restart State bit and the Forwarding State bits, and
+    /// End-of-RIB is sent once routing has converged (every peer's End-of-RIB, or the
+    /// convergence timeout), so peers keep our old routes until our table is complete.
+    pub restarting: bool,
+    /// Helper: keep a peer's routes when its hold timer expires (the RFC 8538 reading). Off
+    /// by default: a silent peer is taken for a dead node and its routes go at once; a
+    /// restarting peer closes its TCP connection, which keeps them either way.
+    pub keep_on_hold_timer_expiry: bool,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            restart_time: 120,
+            stale_routes_time: Duration::from_secs(360),
+            restarting: false,
+            keep_on_hold_timer_expiry: false,
+        }
+    }
+}
+
+impl GracefulRestartConfig {
+    /// Largest restart time the capability can carry (12 bits).
+    pub const MAX_RESTART_TIME: u16 = 4095;
 }
 
 /// One configured neighbor.

@@ -9,7 +9,7 @@
 //! ```
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,9 @@ use crate::fsm::{
 use crate::network;
 use crate::packet::SessionCodec;
 use crate::rib::OutBatch;
-use crate::types::{notify, Asn, Family, Message, Notification, RouteRefresh, Update};
+use crate::types::{
+    notify, Asn, Family, GracefulRestart, Message, Notification, RouteRefresh, Update,
+};
 
 /// RFC 4271 session states as shown to operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -95,6 +97,16 @@ pub struct EstablishedInfo {
     pub local_address: IpAddr,
 }
 
+/// How a session ended, as the core needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDown {
+    /// For logs and status.
+    pub reason: String,
+    /// The peer's routes may be kept as stale (RFC 4724 / RFC 8538 rules, see
+    /// `fsm::graceful_restart_applies`); the core still decides with its own settings.
+    pub graceful: bool,
+}
+
 /// Reports from a neighbor task to the core.
 #[derive(Debug)]
 pub enum NeighborEvent {
@@ -102,8 +114,8 @@ pub enum NeighborEvent {
     Established(EstablishedInfo),
     Update(Update),
     RouteRefresh(RouteRefresh),
-    /// The established session (if any) is gone; `reason` is for logs and status.
-    Down(String),
+    /// The established session (if any) is gone.
+    Down(SessionDown),
 }
 
 /// Commands from the core to a neighbor task.
@@ -114,6 +126,9 @@ pub enum ToNeighbor {
     EndOfRib(Family),
     /// Close with this NOTIFICATION and stop for good.
     Shutdown(Notification),
+    /// Close the connection without a NOTIFICATION and stop for good: the peer sees the TCP
+    /// connection end, which starts graceful restart at a helper that does not do RFC 8538.
+    Close,
 }
 
 /// Which neighbor task an event comes from: the address plus the generation the core gave
@@ -139,6 +154,54 @@ pub struct LocalIdentity {
     pub router_id: std::net::Ipv4Addr,
 }
 
+/// Our graceful-restart capability (RFC 4724 with the RFC 8538 N bit): the core writes the
+/// bits as its state changes, each session reads them when it sends its OPEN.
+#[derive(Debug)]
+pub struct LocalGracefulRestart {
+    pub restart_time: u16,
+    /// R bit: this run is a restart and routing has not converged yet.
+    pub restart_state: AtomicBool,
+    /// F bits: our forwarding state is intact (restarted with the kernel routes kept, or
+    /// converged since the start).
+    pub forwarding: AtomicBool,
+    /// A hold timer expiry keeps the peer's routes too (see `GracefulRestartConfig`).
+    pub keep_on_hold_timer_expiry: bool,
+}
+
+impl LocalGracefulRestart {
+    pub fn new(cfg: &crate::config::GracefulRestartConfig) -> LocalGracefulRestart {
+        LocalGracefulRestart {
+            restart_time: cfg.restart_time.min(0x0fff),
+            restart_state: AtomicBool::new(cfg.restarting),
+            forwarding: AtomicBool::new(cfg.restarting),
+            keep_on_hold_timer_expiry: cfg.keep_on_hold_timer_expiry,
+        }
+    }
+
+    /// Whether a session that ended for `reason` keeps the peer's routes as stale.
+    fn keeps_routes(
+        &self,
+        ours: Option<&GracefulRestart>,
+        negotiated: &fsm::Negotiated,
+        reason: &CloseReason,
+    ) -> bool {
+        let hold_expired = matches!(reason, CloseReason::NotificationSent(n) if n.code == notify::HOLD_TIMER_EXPIRED);
+        fsm::graceful_restart_applies(ours, negotiated, reason)
+            && (self.keep_on_hold_timer_expiry || !hold_expired)
+    }
+
+    /// The capability to put in an OPEN offering `families`.
+    pub fn capability(&self, families: &[Family]) -> GracefulRestart {
+        let forwarding = self.forwarding.load(Ordering::Relaxed);
+        GracefulRestart {
+            restart_state: self.restart_state.load(Ordering::Relaxed),
+            notification: true,
+            restart_time: self.restart_time,
+            families: families.iter().map(|f| (*f, forwarding)).collect(),
+        }
+    }
+}
+
 const MAX_FRAME: usize = 65535;
 const MAX_CONNECT_RETRY: Duration = Duration::from_secs(120);
 
@@ -146,6 +209,7 @@ const MAX_CONNECT_RETRY: Duration = Duration::from_secs(120);
 pub fn spawn(
     cfg: NeighborConfig,
     local: LocalIdentity,
+    graceful_restart: Option<Arc<LocalGracefulRestart>>,
     generation: u64,
     events: mpsc::Sender<(NeighborId, NeighborEvent)>,
 ) -> NeighborHandle {
@@ -160,6 +224,7 @@ pub fn spawn(
         retry: ConnectRetry::new(cfg.connect_retry, MAX_CONNECT_RETRY.max(cfg.connect_retry)),
         cfg,
         local,
+        graceful_restart,
         events,
         commands: cmd_rx,
         accepted: acc_rx,
@@ -177,7 +242,7 @@ pub fn spawn(
 
 enum SessionEnd {
     /// Closed; reconnect after backoff (or at once with the pending connection).
-    Closed(String, Option<TcpStream>),
+    Closed(SessionDown, Option<TcpStream>),
     Shutdown,
 }
 
@@ -191,6 +256,7 @@ struct NeighborTask {
     id: NeighborId,
     cfg: NeighborConfig,
     local: LocalIdentity,
+    graceful_restart: Option<Arc<LocalGracefulRestart>>,
     events: mpsc::Sender<(NeighborId, NeighborEvent)>,
     commands: mpsc::UnboundedReceiver<ToNeighbor>,
     accepted: mpsc::Receiver<TcpStream>,
@@ -261,9 +327,9 @@ impl NeighborTask {
                     self.set_state(PeerState::Idle).await;
                     return;
                 }
-                SessionEnd::Closed(reason, pending) => {
-                    self.counters.set_last_error(reason.clone());
-                    self.emit(NeighborEvent::Down(reason)).await;
+                SessionEnd::Closed(down, pending) => {
+                    self.counters.set_last_error(down.reason.clone());
+                    self.emit(NeighborEvent::Down(down)).await;
                     self.set_state(PeerState::Idle).await;
                     next = pending.map(|s| (s, false));
                     delay = self.retry.next_delay(rand::random::<f64>());
@@ -306,7 +372,7 @@ impl NeighborTask {
                     None => return Waited::Shutdown,
                 },
                 c = self.commands.recv() => match c {
-                    None | Some(ToNeighbor::Shutdown(_)) => return Waited::Shutdown,
+                    None | Some(ToNeighbor::Shutdown(_) | ToNeighbor::Close) => return Waited::Shutdown,
                     Some(_) => {}
                 },
             }
@@ -321,7 +387,10 @@ impl NeighborTask {
             hold_time: self.cfg.hold_time,
             families: self.cfg.families.clone(),
             extended_next_hop: self.cfg.wants_extended_next_hop(),
-            graceful_restart: None,
+            graceful_restart: self
+                .graceful_restart
+                .as_ref()
+                .map(|gr| gr.capability(&self.cfg.families)),
         }
     }
 
@@ -334,17 +403,20 @@ impl NeighborTask {
                     "socket options"
                 };
                 warn!(peer = %self.cfg.address, error = %e, "incoming connection {what}");
-                return SessionEnd::Closed(format!("{what}: {e}"), None);
+                return SessionEnd::Closed(not_established(format!("{what}: {e}")), None);
             }
         }
         let local_address = match stream.local_addr() {
             Ok(a) => network::canonical(a.ip()),
-            Err(e) => return SessionEnd::Closed(format!("socket: {e}"), None),
+            Err(e) => return SessionEnd::Closed(not_established(format!("socket: {e}")), None),
         };
         info!(peer = %self.cfg.address, outgoing, "connection up");
-        let mut conn = Connection::start(stream, self.session_config());
+        let session_config = self.session_config();
+        let our_gr = session_config.graceful_restart.clone();
+        let mut conn = Connection::start(stream, session_config);
         let mut pending: Option<TcpStream> = None;
         let mut established = false;
+        let mut negotiated: Option<fsm::Negotiated> = None;
         // The core drops the handle (and the listener its sender) when the neighbor is
         // removed; a closed channel must not keep winning the biased select below.
         let mut accepting = true;
@@ -377,6 +449,7 @@ impl NeighborTask {
                         }
                         Output::Established(neg) => {
                             established = true;
+                            negotiated = Some(neg.clone());
                             self.retry.reset();
                             conn.codec.asn4 = neg.asn4;
                             conn.codec.extended_message = neg.extended_message;
@@ -414,12 +487,24 @@ impl NeighborTask {
                                 }
                                 CloseReason::ConnectionLost => "connection lost".to_string(),
                             };
-                            info!(peer = %self.cfg.address, reason = %text, established, "session closed");
+                            let graceful = match (&self.graceful_restart, &negotiated) {
+                                (Some(gr), Some(neg)) => {
+                                    gr.keeps_routes(our_gr.as_ref(), neg, &reason)
+                                }
+                                _ => false,
+                            };
+                            info!(peer = %self.cfg.address, reason = %text, established, graceful, "session closed");
                             conn.close().await;
                             return if self.shutting_down {
                                 SessionEnd::Shutdown
                             } else {
-                                SessionEnd::Closed(text, pending)
+                                SessionEnd::Closed(
+                                    SessionDown {
+                                        reason: text,
+                                        graceful,
+                                    },
+                                    pending,
+                                )
                             };
                         }
                     }
@@ -503,6 +588,11 @@ impl NeighborTask {
                         self.shutting_down = true;
                         Input::Stop(n)
                     }
+                    Some(ToNeighbor::Close) => {
+                        info!(peer = %self.cfg.address, "closing the connection without NOTIFICATION (graceful restart)");
+                        conn.close().await;
+                        return SessionEnd::Shutdown;
+                    }
                     None => {
                         self.shutting_down = true;
                         Input::Stop(Notification::new(notify::CEASE, notify::CEASE_PEER_DECONFIGURED))
@@ -519,6 +609,14 @@ impl NeighborTask {
                 }
             }
         }
+    }
+}
+
+/// A session that ended before Established: never a graceful restart.
+fn not_established(reason: String) -> SessionDown {
+    SessionDown {
+        reason,
+        graceful: false,
     }
 }
 

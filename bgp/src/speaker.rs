@@ -25,8 +25,8 @@ use tracing::{info, warn};
 
 use crate::config::{NeighborConfig, SpeakerConfig};
 use crate::neighbor::{
-    self, EstablishedInfo, LocalIdentity, NeighborEvent, NeighborHandle, NeighborId, PeerState,
-    ToNeighbor,
+    self, EstablishedInfo, LocalGracefulRestart, LocalIdentity, NeighborEvent, NeighborHandle,
+    NeighborId, PeerState, SessionDown, ToNeighbor,
 };
 use crate::neighbor_plan::{plan_neighbor_changes, SoftChange};
 use crate::network::BgpListener;
@@ -109,12 +109,22 @@ impl Speaker {
             router_id: cfg.router_id,
         };
         let rejected = Arc::new(AtomicU64::new(0));
+        let eor_gate_open = !cfg.graceful_restart.is_some_and(|gr| gr.restarting);
+        let graceful_restart = cfg
+            .graceful_restart
+            .map(|gr| Arc::new(LocalGracefulRestart::new(&gr)));
         let mut peers = BTreeMap::new();
         let mut accept_routes = HashMap::new();
         let mut generation = 0;
         for n in &cfg.neighbors {
             generation += 1;
-            let handle = neighbor::spawn(n.clone(), local, generation, ev_tx.clone());
+            let handle = neighbor::spawn(
+                n.clone(),
+                local,
+                graceful_restart.clone(),
+                generation,
+                ev_tx.clone(),
+            );
             accept_routes.insert(n.address, handle.accepted.clone());
             peers.insert(n.address, Peer::new(n.clone(), handle, generation));
         }
@@ -145,6 +155,8 @@ impl Speaker {
             pending_changes: Vec::new(),
             pending_converged: false,
             local,
+            eor_gate_open,
+            graceful_restart,
             events_tx: ev_tx,
             generation,
             listener: listener_cmds,
@@ -338,6 +350,45 @@ struct Established {
     eor_received: HashSet<Family>,
     since: Instant,
     hold_time: u16,
+    /// The peer's graceful-restart capability from its OPEN, if any.
+    peer_graceful_restart: Option<crate::types::GracefulRestart>,
+    /// Our End-of-RIBs wait until routing has converged (we are restarting).
+    eor_deferred: bool,
+}
+
+impl Established {
+    /// Families whose routes we keep as stale when this session ends with graceful restart:
+    /// those negotiated and listed in the peer's capability (RFC 4724 4.2).
+    fn graceful_families(&self) -> Vec<Family> {
+        self.peer_graceful_restart
+            .as_ref()
+            .map(|gr| {
+                gr.families
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .filter(|f| self.families.contains(f))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The peer set the Restart State bit: it is restarting too, so convergence does not wait
+    /// for its End-of-RIB (RFC 4724 4.1), which it sends only after ours.
+    fn peer_restarting(&self) -> bool {
+        self.peer_graceful_restart
+            .as_ref()
+            .is_some_and(|gr| gr.restart_state)
+    }
+}
+
+/// Helper state for a peer whose routes are kept as stale (RFC 4724 4.2).
+#[derive(Debug)]
+struct StaleRoutes {
+    /// Families still holding stale routes.
+    families: Vec<Family>,
+    /// Stale routes go when this passes: the peer's restart time while its session is down,
+    /// our stale-routes time once it is back.
+    deadline: Instant,
 }
 
 struct Peer {
@@ -348,6 +399,8 @@ struct Peer {
     state: PeerState,
     established: Option<Established>,
     last_down: Option<String>,
+    /// Routes kept from the peer's previous session (graceful restart helper).
+    stale: Option<StaleRoutes>,
 }
 
 impl Peer {
@@ -359,6 +412,7 @@ impl Peer {
             state: PeerState::Idle,
             established: None,
             last_down: None,
+            stale: None,
         }
     }
 }
@@ -378,6 +432,11 @@ struct Core {
     /// Converged is to be announced after `pending_changes`.
     pending_converged: bool,
     local: LocalIdentity,
+    /// Our graceful-restart capability (shared with the sessions); `None` = GR off.
+    graceful_restart: Option<Arc<LocalGracefulRestart>>,
+    /// End-of-RIBs are sent on Established; closed while restarting until the table is
+    /// complete (see `check_converged`).
+    eor_gate_open: bool,
     /// Cloned into every neighbor task started later.
     events_tx: mpsc::Sender<(NeighborId, NeighborEvent)>,
     /// Generation of the last neighbor task started.
@@ -406,6 +465,7 @@ impl Core {
     ) {
         loop {
             let deadline = self.convergence_deadline;
+            let stale_deadline = self.next_stale_deadline();
             let backlog = !self.pending_changes.is_empty() || self.pending_converged;
             let rib_events = self.rib_events.clone();
             tokio::select! {
@@ -467,10 +527,7 @@ impl Core {
                     }
                     Some(Command::Shutdown(done)) => {
                         for p in self.peers.values() {
-                            let _ = p.handle.commands.send(ToNeighbor::Shutdown(Notification::new(
-                                notify::CEASE,
-                                notify::CEASE_ADMIN_SHUTDOWN,
-                            )));
+                            let _ = p.handle.commands.send(self.shutdown_command(p));
                         }
                         // Give the sessions a moment to send their NOTIFICATION.
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -483,6 +540,9 @@ impl Core {
                     info!("convergence timeout reached; releasing routes from a previous run");
                     self.set_converged();
                 }
+                _ = async { match stale_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    self.expire_stale(Instant::now());
+                }
             }
             self.flush();
         }
@@ -490,6 +550,8 @@ impl Core {
 
     fn on_neighbor_event(&mut self, id: NeighborId, ev: NeighborEvent) {
         let addr = id.address;
+        let stale_routes_time = self.stale_routes_time();
+        let restarting = !self.eor_gate_open;
         let Some(peer) = self
             .peers
             .get_mut(&addr)
@@ -500,9 +562,35 @@ impl Core {
         match ev {
             NeighborEvent::State(s) => peer.state = s,
             NeighborEvent::Established(info) => {
-                let est = established_peer(&peer.cfg, info);
+                let mut est = established_peer(&peer.cfg, info);
+                // Kept stale routes of the families the peer preserved forwarding for wait for
+                // its End-of-RIB; the others go now (RFC 4724 4.2).
+                let mut flushed = Vec::new();
+                if let Some(stale) = peer.stale.as_mut() {
+                    let preserved = |f: &Family| {
+                        est.peer_graceful_restart
+                            .as_ref()
+                            .is_some_and(|gr| gr.families.contains(&(*f, true)))
+                            && est.families.contains(f)
+                    };
+                    let (keep, drop): (Vec<Family>, Vec<Family>) =
+                        stale.families.iter().partition(|f| preserved(f));
+                    stale.families = keep;
+                    stale.deadline = Instant::now() + stale_routes_time;
+                    flushed = drop;
+                }
+                if peer.stale.as_ref().is_some_and(|s| s.families.is_empty()) {
+                    peer.stale = None;
+                }
                 self.rib.peer_up(est.info.clone());
-                let mut est = est;
+                for f in flushed {
+                    info!(peer = %addr, family = ?f, "graceful restart: the peer did not preserve forwarding state; removing its stale routes");
+                    let changes = self.rib.flush_stale(addr, Some(f));
+                    self.propagate(changes);
+                }
+                let Some(peer) = self.peers.get_mut(&addr) else {
+                    return;
+                };
                 for (prefix, attrs) in self.rib.export_all(&est.info) {
                     est.adj_out.set(prefix, Some(attrs));
                 }
@@ -510,15 +598,34 @@ impl Core {
                 if !batches.is_empty() {
                     let _ = peer.handle.commands.send(ToNeighbor::Send(batches));
                 }
-                for f in &est.families {
-                    let _ = peer.handle.commands.send(ToNeighbor::EndOfRib(*f));
+                // Restarting: our End-of-RIB says "my table is complete", which it is only
+                // once routing has converged (RFC 4724 4.1).
+                if restarting {
+                    est.eor_deferred = true;
+                } else {
+                    for f in &est.families {
+                        let _ = peer.handle.commands.send(ToNeighbor::EndOfRib(*f));
+                    }
                 }
                 peer.state = PeerState::Established;
                 peer.established = Some(est);
+                // A peer that is restarting itself is not waited for.
+                self.check_converged();
             }
             NeighborEvent::Update(update) => {
                 if let (Some(f), Some(est)) = (update.end_of_rib(), peer.established.as_mut()) {
                     est.eor_received.insert(f);
+                    if let Some(stale) = peer.stale.as_mut() {
+                        if stale.families.contains(&f) {
+                            stale.families.retain(|x| *x != f);
+                            if stale.families.is_empty() {
+                                peer.stale = None;
+                            }
+                            let changes = self.rib.flush_stale(addr, Some(f));
+                            info!(peer = %addr, family = ?f, removed = changes.len(), "graceful restart: End-of-RIB received; stale routes removed");
+                            self.propagate(changes);
+                        }
+                    }
                     self.check_converged();
                     return;
                 }
@@ -538,13 +645,7 @@ impl Core {
                     }
                 }
             }
-            NeighborEvent::Down(reason) => {
-                peer.last_down = Some(reason);
-                if peer.established.take().is_some() {
-                    let changes = self.rib.peer_down(addr);
-                    self.propagate(changes);
-                }
-            }
+            NeighborEvent::Down(down) => self.on_session_down(addr, down),
         }
     }
 
@@ -593,6 +694,7 @@ impl Core {
         let handle = neighbor::spawn(
             cfg.clone(),
             self.local,
+            self.graceful_restart.clone(),
             self.generation,
             self.events_tx.clone(),
         );
@@ -620,7 +722,7 @@ impl Core {
                 notify::CEASE,
                 subcode,
             )));
-        if peer.established.is_some() {
+        if peer.established.is_some() || peer.stale.is_some() {
             let changes = self.rib.peer_down(addr);
             self.propagate(changes);
         }
@@ -708,7 +810,26 @@ impl Core {
         }
     }
 
+    /// Two milestones. The End-of-RIB gate (restarting only): every peer that does graceful
+    /// restart and is not restarting itself has sent End-of-RIB (RFC 4724 4.1: restarting
+    /// peers wait for ours, so waiting for theirs would deadlock): our table is complete, our
+    /// End-of-RIBs go out. Converged: every peer, restarting or not, has sent End-of-RIB: the
+    /// FIB may remove what a previous run left. The convergence timeout forces both.
     fn check_converged(&mut self) {
+        if !self.eor_gate_open {
+            let complete = self.peers.values().all(|p| match &p.established {
+                Some(est) => {
+                    est.peer_graceful_restart.is_none()
+                        || est.peer_restarting()
+                        || est.families.iter().all(|f| est.eor_received.contains(f))
+                }
+                None => false,
+            });
+            if complete {
+                info!("graceful restart: every helper sent End-of-RIB; sending ours");
+                self.open_eor_gate();
+            }
+        }
         if self.convergence_deadline.is_none() {
             return;
         }
@@ -725,6 +846,127 @@ impl Core {
     fn set_converged(&mut self) {
         if self.convergence_deadline.take().is_some() {
             self.pending_converged = true;
+        }
+        self.open_eor_gate();
+    }
+
+    /// Our table is complete: the End-of-RIBs held back while restarting go out, after the
+    /// routes queued before them (`flush` sends Adj-RIB-Out batches first).
+    fn open_eor_gate(&mut self) {
+        if let Some(gr) = &self.graceful_restart {
+            // From now on our OPENs say: not restarting, forwarding state kept.
+            gr.restart_state.store(false, Ordering::Relaxed);
+            gr.forwarding.store(true, Ordering::Relaxed);
+        }
+        if self.eor_gate_open {
+            return;
+        }
+        self.eor_gate_open = true;
+        self.flush();
+        for peer in self.peers.values_mut() {
+            if let Some(est) = peer.established.as_mut().filter(|e| e.eor_deferred) {
+                est.eor_deferred = false;
+                for f in &est.families {
+                    let _ = peer.handle.commands.send(ToNeighbor::EndOfRib(*f));
+                }
+            }
+        }
+    }
+
+    fn stale_routes_time(&self) -> Duration {
+        self.cfg
+            .graceful_restart
+            .map_or(Duration::ZERO, |gr| gr.stale_routes_time)
+    }
+
+    /// A session ended. With graceful restart (both sides advertised it, the end qualifies,
+    /// the peer gave a restart time) its routes stay, marked stale, until it is back and has
+    /// sent End-of-RIB or its restart time passes; otherwise they are removed at once.
+    fn on_session_down(&mut self, addr: IpAddr, down: SessionDown) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        peer.last_down = Some(down.reason.clone());
+        let Some(est) = peer.established.take() else {
+            return;
+        };
+        let restart_time = est
+            .peer_graceful_restart
+            .as_ref()
+            .map_or(0, |gr| gr.restart_time);
+        let families = est.graceful_families();
+        let helper = self.graceful_restart.is_some()
+            && down.graceful
+            && restart_time > 0
+            && !families.is_empty();
+        if !helper {
+            peer.stale = None;
+            let changes = self.rib.peer_down(addr);
+            self.propagate(changes);
+            return;
+        }
+        let changes = self.rib.mark_stale(addr, &families);
+        info!(
+            peer = %addr,
+            restart_time,
+            stale = self.rib.stale_paths(addr),
+            reason = %down.reason,
+            "graceful restart: keeping the peer's routes as stale until it is back"
+        );
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.stale = Some(StaleRoutes {
+                families,
+                deadline: Instant::now() + Duration::from_secs(u64::from(restart_time)),
+            });
+        }
+        self.propagate(changes);
+    }
+
+    fn next_stale_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.stale.as_ref().map(|s| s.deadline))
+            .min()
+    }
+
+    /// Remove the stale routes whose time is up: the peer did not come back within its
+    /// restart time, or did not send End-of-RIB within our stale-routes time.
+    fn expire_stale(&mut self, now: Instant) {
+        let expired: Vec<(IpAddr, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.stale.as_ref().is_some_and(|s| s.deadline <= now))
+            .map(|(a, p)| (*a, p.established.is_some()))
+            .collect();
+        for (addr, up) in expired {
+            if let Some(peer) = self.peers.get_mut(&addr) {
+                peer.stale = None;
+            }
+            let changes = if up {
+                warn!(peer = %addr, "graceful restart: no End-of-RIB within the stale-routes time; removing the stale routes");
+                self.rib.flush_stale(addr, None)
+            } else {
+                warn!(peer = %addr, "graceful restart: the peer did not come back within its restart time; removing its routes");
+                self.rib.peer_down(addr)
+            };
+            self.propagate(changes);
+        }
+    }
+
+    /// How to end a session when the speaker stops: with graceful restart negotiated the
+    /// peer is to keep our routes (we are restarting or being upgraded, and the kernel keeps
+    /// forwarding meanwhile), so no NOTIFICATION a classic helper would flush on — a Cease
+    /// only when the peer does RFC 8538; without it, Cease / Administrative Shutdown.
+    fn shutdown_command(&self, p: &Peer) -> ToNeighbor {
+        let admin = Notification::new(notify::CEASE, notify::CEASE_ADMIN_SHUTDOWN);
+        let peer_gr = p
+            .established
+            .as_ref()
+            .and_then(|e| e.peer_graceful_restart.as_ref());
+        match (&self.graceful_restart, peer_gr) {
+            (Some(_), Some(gr)) if gr.notification => ToNeighbor::Shutdown(admin),
+            (Some(_), Some(_)) => ToNeighbor::Close,
+            _ => ToNeighbor::Shutdown(admin),
         }
     }
 
@@ -746,7 +988,7 @@ impl Core {
             .values()
             .map(|p| {
                 let est = p.established.as_ref();
-                NeighborStatus::new(
+                let mut st = NeighborStatus::new(
                     &p.cfg,
                     p.state,
                     est.map(|e| now.duration_since(e.since).as_secs())
@@ -757,7 +999,12 @@ impl Core {
                     est.map(|e| (e.info.router_id, e.hold_time, e.families.clone())),
                     &p.handle.counters,
                     p.last_down.clone(),
-                )
+                );
+                if p.stale.is_some() {
+                    st.stale_routes = self.rib.stale_paths(p.cfg.address);
+                }
+                st.peer_graceful_restart = est.is_some_and(|e| e.peer_graceful_restart.is_some());
+                st
             })
             .collect();
         let mut rib: Vec<RouteStatus> = if include_rib {
@@ -806,6 +1053,8 @@ fn established_peer(cfg: &NeighborConfig, info: EstablishedInfo) -> Established 
         eor_received: HashSet::new(),
         since: Instant::now(),
         hold_time: neg.hold_time,
+        peer_graceful_restart: neg.peer_graceful_restart,
+        eor_deferred: false,
     }
 }
 
@@ -831,6 +1080,7 @@ mod tests {
             max_paths: 1,
             cluster_id: None,
             convergence_timeout: Duration::from_secs(600),
+            graceful_restart: None,
             neighbors,
         };
         Speaker::start(cfg).expect("speaker without listener").0

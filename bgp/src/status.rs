@@ -52,6 +52,12 @@ pub struct NeighborStatus {
     pub notifications_sent: BTreeMap<String, u64>,
     pub notifications_received: BTreeMap<String, u64>,
     pub last_error: Option<String>,
+    /// Routes kept from the peer's previous session (graceful restart helper), still used.
+    #[serde(default)]
+    pub stale_routes: usize,
+    /// The peer advertised graceful restart on the current session.
+    #[serde(default)]
+    pub peer_graceful_restart: bool,
 }
 
 fn notification_map(list: &std::sync::Mutex<Vec<((u8, u8), u64)>>) -> BTreeMap<String, u64> {
@@ -106,6 +112,8 @@ impl NeighborStatus {
             notifications_sent: notification_map(&counters.notifications_sent),
             notifications_received: notification_map(&counters.notifications_received),
             last_error,
+            stale_routes: 0,
+            peer_graceful_restart: false,
         }
     }
 }

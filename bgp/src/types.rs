@@ -286,7 +286,11 @@ impl Default for PathAttributes {
 /// Graceful-restart capability (RFC 4724) as advertised or received.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GracefulRestart {
+    /// R bit: the sender has restarted (its peers should not wait for its End-of-RIB).
     pub restart_state: bool,
+    /// N bit (RFC 8538): NOTIFICATION-based graceful restart is supported.
+    pub notification: bool,
+    /// Seconds the peer keeps our routes while waiting for the session to come back (12 bits).
     pub restart_time: u16,
     /// (family, forwarding state preserved)
     pub families: Vec<(Family, bool)>,
@@ -439,6 +443,8 @@ pub mod notify {
     pub const CEASE_OTHER_CONFIG_CHANGE: u8 = 6;
     pub const CEASE_COLLISION_RESOLUTION: u8 = 7;
     pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
+    /// RFC 8538: the session ends without graceful restart, whatever was negotiated.
+    pub const CEASE_HARD_RESET: u8 = 9;
 }
 
 /// A NOTIFICATION message.

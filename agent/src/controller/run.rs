@@ -103,6 +103,9 @@ pub async fn run(settings: AgentSettings, node: String, client: Client) -> Resul
         None
     };
 
+    let mut settings = settings;
+    let kernel = settings.kernel.clone();
+    crate::speaker_cmd::detect_restart(&mut settings.graceful_restart, &kernel).await;
     let (fib_tx, fib_stats) = start_fib(&settings.kernel)?;
     let datapath = match Datapath::new() {
         Ok(d) => Some(d),
@@ -416,6 +419,7 @@ impl Reconciler {
             max_paths: self.settings.max_paths,
             cluster_id: next.cluster_id,
             convergence_timeout: self.settings.convergence_timeout,
+            graceful_restart: self.settings.graceful_restart,
             neighbors: next.neighbors.clone(),
         };
         let (speaker, rib_events) = Speaker::start(cfg)?;

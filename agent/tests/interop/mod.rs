@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod exabgp;
 pub mod frr;
 pub mod gobgp;
+pub mod monitor;
 pub mod netns;
 pub mod routelet;
 

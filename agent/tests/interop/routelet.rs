@@ -66,6 +66,10 @@ pub struct RouteletConfig {
     pub originate: Vec<String>,
     pub kernel_install: bool,
     pub kernel_table: u32,
+    /// `graceful_restart.enabled` (`None` = the default, on).
+    pub graceful_restart: Option<bool>,
+    /// `graceful_restart.restart_time` (`None` = the default).
+    pub restart_time: Option<u16>,
 }
 
 /// A YAML (JSON-compatible) quoted string.
@@ -86,6 +90,8 @@ impl RouteletConfig {
             originate: Vec::new(),
             kernel_install: true,
             kernel_table: 254,
+            graceful_restart: None,
+            restart_time: None,
         }
     }
 
@@ -144,6 +150,15 @@ impl RouteletConfig {
             "kernel:\n  install: {}\n  table: {}\n",
             self.kernel_install, self.kernel_table
         ));
+        if self.graceful_restart.is_some() || self.restart_time.is_some() {
+            c.push_str("graceful_restart:\n");
+            if let Some(on) = self.graceful_restart {
+                c.push_str(&format!("  enabled: {on}\n"));
+            }
+            if let Some(t) = self.restart_time {
+                c.push_str(&format!("  restart_time: {t}\n"));
+            }
+        }
         c
     }
 }

@@ -355,3 +355,24 @@ pub fn local_connection_wins(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> bool {
 pub fn local_connection_wins_by_address(local: std::net::IpAddr, remote: std::net::IpAddr) -> bool {
     local > remote
 }
+
+/// Whether the end of an established session starts graceful restart for the peer's routes
+/// (we keep them as stale): both sides advertised the capability (`ours` is what we sent) and
+/// either the TCP connection just ended (RFC 4724 4.2), or a NOTIFICATION was sent or
+/// received, both sides set the N bit and it is not Cease / Hard Reset (RFC 8538 4).
+pub fn graceful_restart_applies(
+    ours: Option<&GracefulRestart>,
+    negotiated: &Negotiated,
+    reason: &CloseReason,
+) -> bool {
+    let (Some(ours), Some(theirs)) = (ours, negotiated.peer_graceful_restart.as_ref()) else {
+        return false;
+    };
+    match reason {
+        CloseReason::ConnectionLost => true,
+        CloseReason::NotificationSent(n) | CloseReason::NotificationReceived(n) => {
+            let hard_reset = n.code == notify::CEASE && n.subcode == notify::CEASE_HARD_RESET;
+            ours.notification && theirs.notification && !hard_reset
+        }
+    }
+}

@@ -94,6 +94,7 @@ fn start_sends_open_with_capabilities_and_arms_large_hold_timer() {
     c.extended_next_hop = true;
     c.graceful_restart = Some(crate::types::GracefulRestart {
         restart_state: false,
+        notification: true,
         restart_time: 120,
         families: vec![(Family::Ipv4Unicast, true)],
     });
@@ -295,6 +296,7 @@ fn negotiation_table() {
             open: |o| {
                 o.capabilities.graceful_restart = Some(crate::types::GracefulRestart {
                     restart_state: true,
+                    notification: false,
                     restart_time: 90,
                     families: vec![(Family::Ipv6Unicast, false)],
                 })
@@ -834,5 +836,105 @@ proptest! {
         if handshake {
             prop_assert!(reached_established, "a valid handshake must reach Established");
         }
+    }
+}
+
+/// RFC 4724 / RFC 8538: which session ends keep the peer's routes as stale.
+#[test]
+fn graceful_restart_applies_per_rfc_4724_and_8538() {
+    fn gr(notification: bool) -> crate::types::GracefulRestart {
+        crate::types::GracefulRestart {
+            restart_state: false,
+            notification,
+            restart_time: 120,
+            families: vec![(Family::Ipv4Unicast, true)],
+        }
+    }
+    let hold_expired = Notification::new(notify::HOLD_TIMER_EXPIRED, 0);
+    let admin = Notification::new(notify::CEASE, notify::CEASE_ADMIN_SHUTDOWN);
+    let hard = Notification::new(notify::CEASE, notify::CEASE_HARD_RESET);
+    struct Case {
+        name: &'static str,
+        ours: Option<bool>,
+        theirs: Option<bool>,
+        reason: CloseReason,
+        applies: bool,
+    }
+    let cases = [
+        Case {
+            name: "connection lost, both GR",
+            ours: Some(false),
+            theirs: Some(false),
+            reason: CloseReason::ConnectionLost,
+            applies: true,
+        },
+        Case {
+            name: "connection lost, peer without GR",
+            ours: Some(true),
+            theirs: None,
+            reason: CloseReason::ConnectionLost,
+            applies: false,
+        },
+        Case {
+            name: "connection lost, we without GR",
+            ours: None,
+            theirs: Some(true),
+            reason: CloseReason::ConnectionLost,
+            applies: false,
+        },
+        Case {
+            name: "hold timer expired (sent), no N bit",
+            ours: Some(true),
+            theirs: Some(false),
+            reason: CloseReason::NotificationSent(hold_expired.clone()),
+            applies: false,
+        },
+        Case {
+            name: "hold timer expired (sent), both N",
+            ours: Some(true),
+            theirs: Some(true),
+            reason: CloseReason::NotificationSent(hold_expired),
+            applies: true,
+        },
+        Case {
+            name: "admin shutdown received, both N",
+            ours: Some(true),
+            theirs: Some(true),
+            reason: CloseReason::NotificationReceived(admin.clone()),
+            applies: true,
+        },
+        Case {
+            name: "admin shutdown received, no N",
+            ours: Some(false),
+            theirs: Some(true),
+            reason: CloseReason::NotificationReceived(admin),
+            applies: false,
+        },
+        Case {
+            name: "hard reset received, both N",
+            ours: Some(true),
+            theirs: Some(true),
+            reason: CloseReason::NotificationReceived(hard.clone()),
+            applies: false,
+        },
+        Case {
+            name: "hard reset sent, both N",
+            ours: Some(true),
+            theirs: Some(true),
+            reason: CloseReason::NotificationSent(hard),
+            applies: false,
+        },
+    ];
+    for c in cases {
+        let mut open = peer_open();
+        open.capabilities.graceful_restart = c.theirs.map(gr);
+        let (_, neg) = establish(cfg(), open);
+        let ours = c.ours.map(gr);
+        assert_eq!(
+            graceful_restart_applies(ours.as_ref(), &neg, &c.reason),
+            c.applies,
+            "{}",
+            c.name
+        );
     }
 }

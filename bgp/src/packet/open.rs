@@ -215,6 +215,7 @@ fn decode_capability(code: u8, value: &[u8], tlv: &[u8], caps: &mut Capabilities
         BgpCapability::GracefulRestartCapability(gr) => {
             caps.graceful_restart = Some(GracefulRestart {
                 restart_state: gr.restart(),
+                notification: gr.graceful_notification(),
                 restart_time: gr.time(),
                 families: gr
                     .address_families()
@@ -265,7 +266,7 @@ fn capability_list(open: &Open) -> Vec<BgpCapability> {
         out.push(BgpCapability::GracefulRestartCapability(
             GracefulRestartCapability::new(
                 gr.restart_state,
-                false,
+                gr.notification,
                 gr.restart_time & 0x0fff,
                 families,
             ),

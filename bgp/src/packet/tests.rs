@@ -108,6 +108,7 @@ fn open_with_all_caps(asn: u32) -> Open {
             extended_next_hop: vec![Family::Ipv4Unicast],
             graceful_restart: Some(GracefulRestart {
                 restart_state: true,
+                notification: true,
                 restart_time: 120,
                 families: vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, false)],
             }),

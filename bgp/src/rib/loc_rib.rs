@@ -25,6 +25,9 @@ pub(super) struct Path {
     pub(super) peer: u32,
     /// Passed the import rules (only accepted paths take part in best-path selection).
     pub(super) accepted: bool,
+    /// Kept from a session that ended with graceful restart (RFC 4724): still used, removed
+    /// unless the peer announces it again before its End-of-RIB (or a timer) arrives.
+    pub(super) stale: bool,
 }
 
 /// All paths for one prefix. Invariant: `paths[..n_best]` are the best path followed by its
@@ -228,6 +231,64 @@ impl Rib {
             *entry = None;
         }
         self.free_slots.push(pid);
+        self.remove_paths_where(pid, |_, _| true)
+    }
+
+    /// The session went down with graceful restart (RFC 4724 4.2, helper): the peer's paths
+    /// of `families` stay (in use, marked stale), its paths of other families are removed.
+    /// The peer stays known (`peer`, `received`) until `peer_down`; a new `peer_up` for the
+    /// same address keeps the stale paths, which the peer's new announcements replace.
+    pub fn mark_stale(&mut self, address: IpAddr, families: &[Family]) -> Vec<LocRibChange> {
+        let Some(&pid) = self.peer_index.get(&address) else {
+            return Vec::new();
+        };
+        let changes = self.remove_paths_where(pid, |prefix, _| {
+            !families.contains(&Family::of_prefix(prefix))
+        });
+        for (prefix, dest) in self.dests.iter_mut() {
+            if !families.contains(&Family::of_prefix(&prefix)) {
+                continue;
+            }
+            if let Some(path) = dest.paths.iter_mut().find(|p| p.peer == pid) {
+                path.stale = true;
+            }
+        }
+        changes
+    }
+
+    /// Remove the peer's paths still marked stale (of `family`, or of every family): its
+    /// End-of-RIB arrived, or the restart / stale-routes timer ran out.
+    pub fn flush_stale(&mut self, address: IpAddr, family: Option<Family>) -> Vec<LocRibChange> {
+        let Some(&pid) = self.peer_index.get(&address) else {
+            return Vec::new();
+        };
+        self.remove_paths_where(pid, |prefix, path| {
+            path.stale
+                && match family {
+                    Some(f) => f == Family::of_prefix(prefix),
+                    None => true,
+                }
+        })
+    }
+
+    /// How many of the peer's paths are stale.
+    pub fn stale_paths(&self, address: IpAddr) -> usize {
+        let Some(&pid) = self.peer_index.get(&address) else {
+            return 0;
+        };
+        self.dests
+            .values()
+            .filter(|d| d.paths.iter().any(|p| p.peer == pid && p.stale))
+            .count()
+    }
+
+    /// Remove peer `pid`'s path from every destination where `remove(prefix, path)` holds,
+    /// keeping the peer's counters right; returns the Loc-RIB changes.
+    fn remove_paths_where(
+        &mut self,
+        pid: u32,
+        remove: impl Fn(&Prefix, &Path) -> bool,
+    ) -> Vec<LocRibChange> {
         let mut changes = Vec::new();
         let env = Env {
             peers: &self.peers,
@@ -236,19 +297,30 @@ impl Rib {
         };
         let interner = &mut self.interner;
         let scratch = &mut self.scratch;
+        let (mut received, mut accepted) = (0usize, 0usize);
         self.dests.retain(|prefix, dest| {
-            if let Some(pos) = dest.paths.iter().position(|p| p.peer == pid) {
+            let pos = dest
+                .paths
+                .iter()
+                .position(|p| p.peer == pid && remove(&prefix, p));
+            if let Some(pos) = pos {
                 let before = dest.key();
                 if let Some(path) = dest.paths.remove(pos) {
                     let was_accepted = path.accepted;
+                    received += 1;
                     interner.release(path.attrs);
                     if was_accepted {
+                        accepted += 1;
                         best_path::reselect(dest, prefix, before, &env, scratch, &mut changes);
                     }
                 }
             }
             !dest.paths.is_empty()
         });
+        if let Some(Some(slot)) = self.peers.get_mut(pid as usize) {
+            slot.received = slot.received.saturating_sub(received);
+            slot.accepted = slot.accepted.saturating_sub(accepted);
+        }
         changes
     }
 
@@ -311,6 +383,8 @@ impl Rib {
         let before = dest.key();
         let previous = match dest.paths.iter_mut().find(|p| p.peer == peer) {
             Some(path) => {
+                // Announced again: no longer stale, whatever else changes.
+                path.stale = false;
                 if Arc::ptr_eq(&path.attrs, &attrs) && path.accepted == accepted {
                     return Some(accepted);
                 }
@@ -328,6 +402,7 @@ impl Rib {
                     attrs,
                     peer,
                     accepted,
+                    stale: false,
                 });
                 if !accepted {
                     return None;

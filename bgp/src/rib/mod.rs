@@ -18,6 +18,8 @@ mod path_list;
 mod tests;
 #[cfg(test)]
 mod tests_export;
+#[cfg(test)]
+mod tests_graceful;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

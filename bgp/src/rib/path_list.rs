@@ -83,6 +83,7 @@ mod tests {
 
     fn path(peer: u32) -> Path {
         Path {
+            stale: false,
             attrs: Arc::new(PathAttributes::default()),
             peer,
             accepted: true,
