@@ -34,7 +34,9 @@ const WARN_EVERY: Duration = Duration::from_secs(1);
 struct Entry {
     cfg: BfdPeerConfig,
     session: Session,
-    tx: Option<UdpSocket>,
+    /// Plain non-blocking std socket: a UDP send never waits, and a tokio socket would refuse
+    /// its first `try_send_to` before the reactor has reported it writable.
+    tx: Option<std::net::UdpSocket>,
     source_port: Option<u16>,
     next_bind: Option<Instant>,
     last_error: Option<String>,
@@ -94,7 +96,7 @@ fn rx_socket(v6: bool, port: u16) -> io::Result<Socket> {
 }
 
 /// A send socket bound to `local` with a random source port in 49152-65535, TTL 255.
-fn tx_socket(local: IpAddr) -> io::Result<UdpSocket> {
+fn tx_socket(local: IpAddr) -> io::Result<std::net::UdpSocket> {
     let sock = Socket::new(Domain::for_address((local, 0).into()), Type::DGRAM, None)?;
     if local.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -108,7 +110,7 @@ fn tx_socket(local: IpAddr) -> io::Result<UdpSocket> {
     for _ in 0..64 {
         let port = rng.random_range(SOURCE_PORTS);
         match sock.bind(&SocketAddr::new(local, port).into()) {
-            Ok(()) => return UdpSocket::from_std(sock.into()),
+            Ok(()) => return Ok(sock.into()),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
             Err(e) => return Err(e),
         }
@@ -421,7 +423,7 @@ fn apply(
             Output::Transmit(pkt) => {
                 let to = SocketAddr::new(e.cfg.peer, port);
                 let res = match &e.tx {
-                    Some(s) => s.try_send_to(&pkt.encode(), to),
+                    Some(s) => s.send_to(&pkt.encode(), to),
                     None => Err(io::Error::new(
                         io::ErrorKind::NotConnected,
                         "no send socket",
