@@ -442,6 +442,17 @@ fn wait_detected(rl: &RlBfd, cut: Instant, what: &str) -> Result<BfdEvent> {
     Ok(e)
 }
 
+/// Waits until both initial Poll Sequences (1 s -> configured) are over on our side and
+/// returns our session then.
+fn settled(rl: &RlBfd, peer: &str, remote_min_tx: Duration) -> Result<BfdSessionStatus> {
+    wait_until("timers settled after Up", Duration::from_secs(10), |seen| {
+        let o = rl.session(peer)?;
+        seen.push_str(&format!("{o:?}\n"));
+        Ok(o.state == BfdState::Up && !o.poll_in_progress && o.remote_min_tx == remote_min_tx)
+    })?;
+    rl.session(peer)
+}
+
 struct FrrSetup {
     frr: FrrBfd,
     rl: RlBfd,
@@ -472,7 +483,7 @@ fn frr_bfd_session_comes_up_on_both_sides() -> Result<()> {
             FrrPeer::new(R4, P4),
         )?;
         frr_up(&s, P4, R4)?;
-        let ours = s.rl.session(P4)?;
+        let ours = settled(&s.rl, P4, ms(300))?;
         println!("routelet: {ours:?}");
         println!("frr: {}", s.frr.peer(R4)?);
         let ev = s.rl.events();
@@ -515,12 +526,7 @@ fn frr_bfd_negotiates_different_intervals_per_rfc() -> Result<()> {
         let s = frr_setup(lab, ours, fp)?;
         frr_up(&s, P4, R4)?;
         // Wait for both initial poll sequences to settle.
-        wait_until("negotiation settled", Duration::from_secs(10), |seen| {
-            let o = s.rl.session(P4)?;
-            seen.push_str(&format!("{o:?}\n"));
-            Ok(!o.poll_in_progress && o.remote_min_tx == ms(200))
-        })?;
-        let o = s.rl.session(P4)?;
+        let o = settled(&s.rl, P4, ms(200))?;
         let f = s.frr.peer(R4)?;
         println!(
             "routelet: tx {:?}, detect {:?}; FRR: {f}",
@@ -614,7 +620,7 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
         )?;
         let frr_downs_after = num(&s.frr.counters(R4)?, "session-down");
         ensure(
-            frr_downs_before == frr_downs_after,
+            frr_downs_before.is_some() && frr_downs_before == frr_downs_after,
             format!("FRR counted a session down: {frr_downs_before:?} -> {frr_downs_after:?}"),
         )?;
         ensure(
@@ -661,7 +667,7 @@ fn frr_bfd_ipv6_session() -> Result<()> {
             FrrPeer::new(R6, P6),
         )?;
         frr_up(&s, P6, R6)?;
-        let o = s.rl.session(P6)?;
+        let o = settled(&s.rl, P6, ms(300))?;
         println!("routelet v6: {o:?}");
         ensure(
             o.tx_interval == ms(300) && o.detection_time == ms(900),
@@ -673,6 +679,40 @@ fn frr_bfd_ipv6_session() -> Result<()> {
         ensure(
             e.diag == Diag::ControlDetectionTimeExpired,
             format!("{e:?}"),
+        )
+    })
+}
+
+#[test]
+fn frr_bfd_removed_peer_is_signalled_admin_down() -> Result<()> {
+    Lab::run("bfdrm", |lab| {
+        let s = frr_setup(
+            lab,
+            BfdPeerConfig::new(addr(P4), addr(R4)),
+            FrrPeer::new(R4, P4),
+        )?;
+        frr_up(&s, P4, R4)?;
+        let t0 = Instant::now();
+        s.rl.set_peers(vec![])?;
+        let took = wait_until("FRR sees our AdminDown", Duration::from_secs(5), |seen| {
+            let f = s.frr.peer(R4)?;
+            seen.push_str(&format!("{f}\n"));
+            Ok(f.get("status").and_then(|x| x.as_str()) == Some("down")
+                && f.get("remote-diagnostic")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|d| d.contains("administratively")))
+        })?;
+        println!(
+            "FRR went down {took:?} after set_peers([]) ({:?})",
+            t0.elapsed()
+        );
+        ensure(
+            s.rl.status()?.sessions.is_empty(),
+            "the removed session is no longer listed",
+        )?;
+        ensure(
+            down_events(&s.rl).is_empty(),
+            format!("a removed session emits no event: {:?}", s.rl.events()),
         )
     })
 }
@@ -689,8 +729,28 @@ fn bird_bfd_session_up_and_down_on_link_loss() -> Result<()> {
         wait_both_up(&rl, P4, |seen| {
             Ok(bird.state(R4, seen)?.as_deref() == Some("Up"))
         })?;
-        let o = rl.session(P4)?;
+        let o = settled(&rl, P4, ms(300))?;
         println!("routelet: {o:?}");
+        // BIRD's own negotiated interval and detection timeout for us, once both initial
+        // poll sequences (1 s -> 300 ms) are over.
+        wait_until(
+            "BIRD shows interval 0.300 and timeout 0.900",
+            Duration::from_secs(5),
+            |seen| {
+                let table = bird.birdc(&["show", "bfd", "sessions"])?;
+                seen.push_str(&table);
+                let line = table
+                    .lines()
+                    .find(|l| {
+                        l.split_whitespace()
+                            .next()
+                            .is_some_and(|a| same_addr(a, R4))
+                    })
+                    .unwrap_or("");
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                Ok(cols.len() >= 6 && cols.ends_with(&["0.300", "0.900"]))
+            },
+        )?;
         println!("{}", bird.birdc(&["show", "bfd", "sessions"])?);
         ensure(
             o.tx_interval == ms(300) && o.detection_time == ms(900),
