@@ -494,3 +494,65 @@ fn no_periodic_packets_when_peer_wants_none() {
         }
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_packet() -> impl Strategy<Value = ControlPacket> {
+        (
+            proptest::collection::vec(any::<u8>(), 24),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_filter_map("decodable", |(mut b, p, f)| {
+                b[0] = (1 << 5) | (b[0] & 0x1f);
+                b[1] &= !0x05; // no A, no M
+                if p && f {
+                    b[1] &= !0x10;
+                }
+                b[3] = 24;
+                ControlPacket::decode(&b).ok()
+            })
+    }
+
+    proptest! {
+        /// Any sequence of decodable packets, timer ticks and config changes, at any
+        /// pace, neither panics nor breaks the invariants the driver relies on.
+        #[test]
+        fn arbitrary_inputs_never_panic(
+            steps in proptest::collection::vec(
+                (any_packet(), 0u8..4, 0u64..5_000_000, 10u64..100_000, 10u64..100_000, 1u8..=255),
+                1..60,
+            )
+        ) {
+            let start = Instant::now();
+            let mut s = Session::new(1, cfg(300, 300, 3), start, 5);
+            let mut now = start;
+            for (pkt, what, advance_us, tx, rx, mult) in steps {
+                now += Duration::from_micros(advance_us);
+                let input = match what {
+                    0 => Input::Received(pkt),
+                    1 => Input::Timer,
+                    2 => Input::SetConfig(cfg(tx, rx, mult)),
+                    _ => if pkt.poll { Input::AdminDown } else { Input::AdminUp },
+                };
+                for o in s.handle(now, input) {
+                    if let Output::Transmit(p) = o {
+                        prop_assert!(!(p.poll && p.final_));
+                        prop_assert_eq!(p.my_discr, 1);
+                        prop_assert_eq!(ControlPacket::decode(&p.encode()), Ok(p));
+                    }
+                }
+                let snap = s.snapshot();
+                if snap.state != BfdState::Up {
+                    prop_assert!(snap.advertised_min_tx >= SLOW_TX);
+                }
+                if what == 1 {
+                    // A tick consumes every due deadline: the driver never spins.
+                    prop_assert!(s.next_deadline() > now);
+                }
+            }
+        }
+    }
+}
