@@ -1,6 +1,7 @@
 //! routelet's BGP-4 speaker library: wire codec glue, sans-IO session FSM, RIB and the tokio
 //! tasks that drive them. Knows nothing of Kubernetes or netlink.
 
+pub mod bfd;
 pub mod config;
 pub mod fsm;
 pub mod neighbor;
