@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bgp::config::{GracefulRestartConfig, NeighborConfig, SpeakerConfig};
+use bgp::config::{BfdTimers, GracefulRestartConfig, NeighborConfig, SpeakerConfig};
 use bgp::rib::RouteFilter;
 use bgp::types::{Family, Prefix};
 use serde::Deserialize;
@@ -199,6 +199,66 @@ pub struct NeighborFile {
     /// `all` (default) or `none`: advertise routes to this neighbor.
     #[serde(default)]
     pub export: RouteFilter,
+    /// `true` (300 ms x 3) or `{min_rx, min_tx, multiplier}` (ms); absent or `false` = off.
+    #[serde(default)]
+    pub bfd: Option<BfdFile>,
+}
+
+/// `bfd:` of a neighbor: a switch, or the timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum BfdFile {
+    Enabled(bool),
+    Timers(BfdTimersFile),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdTimersFile {
+    /// Milliseconds.
+    #[serde(default = "default_bfd_interval")]
+    pub min_rx: u64,
+    /// Milliseconds.
+    #[serde(default = "default_bfd_interval")]
+    pub min_tx: u64,
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+}
+
+fn default_bfd_interval() -> u64 {
+    300
+}
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
+/// Validated BFD timers of a neighbor (`None` = off). Err is (field, message).
+fn bfd_timers(b: Option<BfdFile>) -> Result<Option<BfdTimers>, (&'static str, String)> {
+    let t = match b {
+        None | Some(BfdFile::Enabled(false)) => return Ok(None),
+        Some(BfdFile::Enabled(true)) => BfdTimersFile {
+            min_rx: default_bfd_interval(),
+            min_tx: default_bfd_interval(),
+            multiplier: default_bfd_multiplier(),
+        },
+        Some(BfdFile::Timers(t)) => t,
+    };
+    for (field, v) in [("bfd.min_rx", t.min_rx), ("bfd.min_tx", t.min_tx)] {
+        if !(10..=60_000).contains(&v) {
+            return Err((field, format!("{v} ms is out of range: 10..=60000 ms")));
+        }
+    }
+    if t.multiplier == 0 {
+        return Err((
+            "bfd.multiplier",
+            "0 is not allowed: at least 1 (RFC 5880 6.8.1)".into(),
+        ));
+    }
+    Ok(Some(BfdTimers {
+        min_rx: Duration::from_millis(t.min_rx),
+        min_tx: Duration::from_millis(t.min_tx),
+        multiplier: t.multiplier,
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,7 +368,8 @@ pub fn parse_speaker(text: &str, path: &Path) -> Result<SpeakerSettings, ConfigE
                     0,
                 ),
                 other => (
-                    format!("{other}:"),
+                    // `bfd.min_rx` is written `min_rx:` under `bfd:`.
+                    format!("{}:", other.rsplit('.').next().unwrap_or(other)),
                     if other == "hold_time" { i } else { 0 },
                 ),
             };
@@ -450,7 +511,12 @@ pub fn neighbor_config(n: &NeighborFile) -> Result<NeighborConfig, FieldError> {
     if families.is_empty() {
         return fail("families", "at least one family is needed".into());
     }
+    let bfd = match bfd_timers(n.bfd) {
+        Ok(b) => b,
+        Err((field, message)) => return fail(field, message),
+    };
     Ok(NeighborConfig {
+        bfd,
         address: n.address,
         port: n.port,
         asn: n.asn,
@@ -561,6 +627,46 @@ kernel:
         assert!(e.to_string().contains("line 3"), "{e}");
         assert!(parse("").is_err());
         assert!(parse(":::\n- [").is_err());
+    }
+
+    #[test]
+    fn bfd_and_graceful_restart_keys() {
+        let base =
+            "router_id: 10.0.0.1\nasn: 65001\nneighbors:\n  - address: 10.0.0.2\n    asn: 65002\n";
+        let s = parse(base).expect("no bfd");
+        assert_eq!(s.bgp.neighbors[0].bfd, None);
+        let gr = s
+            .bgp
+            .graceful_restart
+            .expect("graceful restart is on by default");
+        assert_eq!((gr.restart_time, gr.restarting), (120, false));
+        let s = parse(&format!("{base}    bfd: true\n")).expect("bfd true");
+        assert_eq!(s.bgp.neighbors[0].bfd, Some(BfdTimers::default()));
+        let s = parse(&format!("{base}    bfd: false\n")).expect("bfd false");
+        assert_eq!(s.bgp.neighbors[0].bfd, None);
+        let s = parse(&format!(
+            "{base}    bfd:\n      min_rx: 100\n      multiplier: 5\n"
+        ))
+        .expect("bfd timers");
+        let t = s.bgp.neighbors[0].bfd.expect("bfd on");
+        assert_eq!(
+            (t.min_rx, t.min_tx, t.multiplier),
+            (Duration::from_millis(100), Duration::from_millis(300), 5)
+        );
+        let e = parse(&format!("{base}    bfd:\n      multiplier: 0\n")).expect_err("mult 0");
+        assert!(e.to_string().contains("neighbors[0].bfd.multiplier"), "{e}");
+        assert!(e.to_string().contains(".yaml:7:"), "{e}");
+        let e = parse(&format!("{base}    bfd:\n      min_tx: 5\n")).expect_err("5 ms");
+        assert!(e.to_string().contains("bfd.min_tx"), "{e}");
+        let s = parse(&format!("{base}graceful_restart:\n  enabled: false\n")).expect("gr off");
+        assert_eq!(s.bgp.graceful_restart, None);
+        let e = parse(&format!("{base}graceful_restart:\n  restart_time: 5000\n"))
+            .expect_err("restart time > 4095");
+        assert!(
+            e.to_string().contains("graceful_restart.restart_time"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(".yaml:7:"), "{e}");
     }
 
     #[test]

@@ -83,6 +83,30 @@ pub struct NeighborConfig {
     pub families: Vec<Family>,
     pub import: RouteFilter,
     pub export: RouteFilter,
+    /// BFD (RFC 5880/5881) towards this neighbor; a BFD Down takes the session down at once
+    /// and its routes out (no graceful restart). `None` = off.
+    pub bfd: Option<BfdTimers>,
+}
+
+/// Local BFD timers of one neighbor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdTimers {
+    /// Required Min RX Interval.
+    pub min_rx: Duration,
+    /// Desired Min TX Interval.
+    pub min_tx: Duration,
+    /// Detect Mult.
+    pub multiplier: u8,
+}
+
+impl Default for BfdTimers {
+    fn default() -> Self {
+        BfdTimers {
+            min_rx: Duration::from_millis(300),
+            min_tx: Duration::from_millis(300),
+            multiplier: 3,
+        }
+    }
 }
 
 impl NeighborConfig {
@@ -102,6 +126,7 @@ impl NeighborConfig {
             families: vec![Family::of_addr(&address)],
             import: RouteFilter::All,
             export: RouteFilter::All,
+            bfd: None,
         }
     }
 

@@ -129,6 +129,8 @@ pub enum ToNeighbor {
     /// Close the connection without a NOTIFICATION and stop for good: the peer sees the TCP
     /// connection end, which starts graceful restart at a helper that does not do RFC 8538.
     Close,
+    /// End the current session with this NOTIFICATION and connect again later (BFD Down).
+    Reset(Notification),
 }
 
 /// Which neighbor task an event comes from: the address plus the generation the core gave
@@ -373,6 +375,7 @@ impl NeighborTask {
                 },
                 c = self.commands.recv() => match c {
                     None | Some(ToNeighbor::Shutdown(_) | ToNeighbor::Close) => return Waited::Shutdown,
+                    Some(ToNeighbor::Reset(_)) => {}
                     Some(_) => {}
                 },
             }
@@ -588,6 +591,7 @@ impl NeighborTask {
                         self.shutting_down = true;
                         Input::Stop(n)
                     }
+                    Some(ToNeighbor::Reset(n)) => Input::Stop(n),
                     Some(ToNeighbor::Close) => {
                         info!(peer = %self.cfg.address, "closing the connection without NOTIFICATION (graceful restart)");
                         conn.close().await;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use crate::config::NeighborConfig;
 
-/// A neighbor whose settings changed only in ways that do not need a new session.
+/// A neighbor whose settings changed only in ways that do not need a new session
+/// (`route_reflector_client`, `import`, `export`, `bfd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoftChange {
     pub cfg: NeighborConfig,
@@ -71,6 +72,8 @@ pub fn plan_neighbor_changes<'a>(
         hard.route_reflector_client = cfg.route_reflector_client;
         hard.import = cfg.import;
         hard.export = cfg.export;
+        // BFD is a separate session: its timers change by a poll sequence, no BGP reset.
+        hard.bfd = cfg.bfd;
         if hard == cfg {
             plan.update.push(SoftChange {
                 route_reflector_client: before.route_reflector_client != cfg.route_reflector_client,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::bfd::{Bfd, BfdEvent, BfdPeerConfig, BfdState};
 use crate::config::{NeighborConfig, SpeakerConfig};
 use crate::neighbor::{
     self, EstablishedInfo, LocalGracefulRestart, LocalIdentity, NeighborEvent, NeighborHandle,
@@ -157,6 +158,9 @@ impl Speaker {
             local,
             eor_gate_open,
             graceful_restart,
+            bfd: None,
+            bfd_events: None,
+            bfd_up: HashSet::new(),
             events_tx: ev_tx,
             generation,
             listener: listener_cmds,
@@ -437,6 +441,12 @@ struct Core {
     /// End-of-RIBs are sent on Established; closed while restarting until the table is
     /// complete (see `check_converged`).
     eor_gate_open: bool,
+    /// BFD, started when the first neighbor with `bfd` is established.
+    bfd: Option<Bfd>,
+    bfd_events: Option<mpsc::UnboundedReceiver<BfdEvent>>,
+    /// Neighbors whose BFD session has been Up since their session was established: a Down
+    /// of one of these is a path failure.
+    bfd_up: HashSet<IpAddr>,
     /// Cloned into every neighbor task started later.
     events_tx: mpsc::Sender<(NeighborId, NeighborEvent)>,
     /// Generation of the last neighbor task started.
@@ -540,6 +550,14 @@ impl Core {
                     info!("convergence timeout reached; releasing routes from a previous run");
                     self.set_converged();
                 }
+                ev = async { match self.bfd_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match ev {
+                    Some(ev) => self.on_bfd_event(ev),
+                    None => {
+                        warn!("BFD stopped; sessions continue without it");
+                        self.bfd_events = None;
+                        self.bfd = None;
+                    }
+                },
                 _ = async { match stale_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.expire_stale(Instant::now());
                 }
@@ -611,6 +629,7 @@ impl Core {
                 peer.established = Some(est);
                 // A peer that is restarting itself is not waited for.
                 self.check_converged();
+                self.sync_bfd();
             }
             NeighborEvent::Update(update) => {
                 if let (Some(f), Some(est)) = (update.end_of_rib(), peer.established.as_mut()) {
@@ -645,7 +664,10 @@ impl Core {
                     }
                 }
             }
-            NeighborEvent::Down(down) => self.on_session_down(addr, down),
+            NeighborEvent::Down(down) => {
+                self.on_session_down(addr, down);
+                self.sync_bfd();
+            }
         }
     }
 
@@ -687,6 +709,7 @@ impl Core {
         }
         // A removed neighbor may have been the last one without End-of-RIB.
         self.check_converged();
+        self.sync_bfd();
     }
 
     fn start_peer(&mut self, cfg: NeighborConfig) {
@@ -920,6 +943,86 @@ impl Core {
             });
         }
         self.propagate(changes);
+    }
+
+    /// One BFD session per established neighbor with `bfd` (from the session's local address).
+    fn sync_bfd(&mut self) {
+        let wanted: Vec<BfdPeerConfig> = self
+            .peers
+            .values()
+            .filter_map(|p| {
+                let t = p.cfg.bfd?;
+                let est = p.established.as_ref()?;
+                Some(BfdPeerConfig {
+                    peer: p.cfg.address,
+                    local: est.info.local_address,
+                    min_rx: t.min_rx,
+                    min_tx: t.min_tx,
+                    multiplier: t.multiplier,
+                })
+            })
+            .collect();
+        self.bfd_up.retain(|a| wanted.iter().any(|w| w.peer == *a));
+        if self.bfd.is_none() {
+            if wanted.is_empty() {
+                return;
+            }
+            match Bfd::start() {
+                Ok((bfd, events)) => {
+                    self.bfd = Some(bfd);
+                    self.bfd_events = Some(events);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot start BFD; sessions continue without it");
+                    return;
+                }
+            }
+        }
+        if let Some(bfd) = &self.bfd {
+            if let Err(e) = bfd.set_peers(wanted) {
+                warn!(error = %e, "BFD peers not taken");
+            }
+        }
+    }
+
+    /// BFD Up arms failure detection for the neighbor; a Down after Up that is not the peer's
+    /// administrative action (RFC 5882 3.2) takes the BGP session down at once and its routes
+    /// out, without graceful restart (the forwarding path failed, RFC 5882 4.3.2).
+    fn on_bfd_event(&mut self, ev: BfdEvent) {
+        let addr = ev.peer;
+        match ev.state {
+            BfdState::Up => {
+                info!(peer = %addr, "BFD up");
+                self.bfd_up.insert(addr);
+            }
+            BfdState::Down | BfdState::AdminDown => {
+                let armed = self.bfd_up.remove(&addr);
+                if !armed || ev.remote_state == BfdState::AdminDown {
+                    info!(peer = %addr, diag = ?ev.diag, "BFD down without a path failure; BGP session kept");
+                    return;
+                }
+                let Some(peer) = self.peers.get_mut(&addr) else {
+                    return;
+                };
+                if peer.established.take().is_none() {
+                    return;
+                }
+                warn!(peer = %addr, diag = ?ev.diag, "BFD down: closing the session and removing its routes");
+                peer.last_down = Some(format!("BFD down ({:?})", ev.diag));
+                peer.stale = None;
+                let _ = peer
+                    .handle
+                    .commands
+                    .send(ToNeighbor::Reset(Notification::new(
+                        notify::CEASE,
+                        notify::CEASE_BFD_DOWN,
+                    )));
+                let changes = self.rib.peer_down(addr);
+                self.propagate(changes);
+                self.sync_bfd();
+            }
+            BfdState::Init => {}
+        }
     }
 
     fn next_stale_deadline(&self) -> Option<Instant> {

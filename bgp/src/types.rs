@@ -445,6 +445,8 @@ pub mod notify {
     pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
     /// RFC 8538: the session ends without graceful restart, whatever was negotiated.
     pub const CEASE_HARD_RESET: u8 = 9;
+    /// RFC 9384: the session ended because BFD declared the path down.
+    pub const CEASE_BFD_DOWN: u8 = 10;
 }
 
 /// A NOTIFICATION message.

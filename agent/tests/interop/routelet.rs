@@ -28,6 +28,8 @@ pub struct RlNeighbor {
     pub local_address: Option<String>,
     pub route_reflector_client: bool,
     pub families: Vec<String>,
+    /// `bfd: true` (300 ms x 3).
+    pub bfd: bool,
 }
 
 impl RlNeighbor {
@@ -49,6 +51,7 @@ impl RlNeighbor {
             local_address: None,
             route_reflector_client: false,
             families: vec![fam.to_string()],
+            bfd: false,
         }
     }
 }
@@ -137,6 +140,9 @@ impl RouteletConfig {
                 n.route_reflector_client
             ));
             c.push_str(&format!("    families: [{}]\n", n.families.join(", ")));
+            if n.bfd {
+                c.push_str("    bfd: true\n");
+            }
         }
         c.push_str("originate:\n");
         if self.originate.is_empty() {
