@@ -189,72 +189,81 @@ fn without_graceful_restart_a_stop_withdraws_at_once() -> Result<()> {
     })
 }
 
-/// BIRD 2 as the helper ("graceful restart aware", its default): routelet killed and started
-/// again, BIRD's kernel never loses routelet's prefix, routelet's never loses BIRD's.
+/// A routing daemon as the helper: `a` (routelet, in `pair.r`) is killed and started again;
+/// the daemon (in `pair.p`, installing with route protocol `proto`) keeps routelet's route
+/// while the session is down (`up` false, `has_route` true) and after it is back, and neither
+/// kernel ever deletes a route.
+fn daemon_helper_keeps_routes(
+    lab: &Lab,
+    pair: &Pair,
+    mut a: Routelet,
+    proto: &str,
+    up: impl Fn(&mut String) -> Result<bool>,
+    has_route: impl Fn(&mut String) -> Result<bool>,
+) -> Result<()> {
+    wait_routes(pair, proto)?;
+    let mon_b = RouteMonitor::start(lab, &pair.p, "mon-b")?;
+    let mon_a = RouteMonitor::start(lab, &pair.r, "mon-a")?;
+    a.daemon.signal("KILL")?;
+    a.daemon.stop();
+    wait_until(
+        "the helper sees routelet gone and keeps its route",
+        UP,
+        |seen| Ok(!up(seen)? && has_route(seen)?),
+    )?;
+    let a2 = start_again(lab, &pair.r, "a2")?;
+    wait_until("routelet and the helper established again", UP, |seen| {
+        Ok(up(seen)? && a2.established(P4, seen)?)
+    })?;
+    restarted_with_forwarding_state(&a2)?;
+    // The helper flushes what routelet did not announce again after its End-of-RIB.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut seen = String::new();
+    ensure(
+        has_route(&mut seen)?,
+        format!("the helper has routelet's route: {seen}"),
+    )?;
+    nothing_deleted(&mon_b, &mon_a)
+}
+
+/// BIRD 2 as the helper ("graceful restart aware", its default).
 #[test]
 fn bird_helper_keeps_routes_across_routelet_kill_and_restart() -> Result<()> {
     Lab::run("grbird", |lab| {
         let pair = Pair::new(lab)?;
-        let mut a = Routelet::start(lab, &pair.r, "a", &restarting_routelet(None))?;
+        let a = Routelet::start(lab, &pair.r, "a", &restarting_routelet(None))?;
         let mut bcfg = BirdConfig::new(P4, 65002);
         bcfg.neighbors.push(BirdNeighbor::new("rl", R4, 65001));
         bcfg.statics.push(PEER_PREFIX.to_string());
         let bird = Bird::start(lab, &pair.p, "bird", &bcfg)?;
-        wait_routes(&pair, "bird")?;
-        let mon_b = RouteMonitor::start(lab, &pair.p, "mon-b")?;
-        let mon_a = RouteMonitor::start(lab, &pair.r, "mon-a")?;
-        a.daemon.signal("KILL")?;
-        a.daemon.stop();
-        wait_until("BIRD keeps routelet's route", UP, |seen| {
-            let line = bird.protocol_line("rl")?;
-            seen.push_str(&line);
-            Ok(!line.contains("Established") && bird.has_route(RL_PREFIX, Some("rl"), seen)?)
-        })?;
-        let a2 = start_again(lab, &pair.r, "a2")?;
-        wait_until("routelet and BIRD established again", UP, |seen| {
-            Ok(bird.established("rl", seen)? && a2.established(P4, seen)?)
-        })?;
-        restarted_with_forwarding_state(&a2)?;
-        // BIRD flushes what routelet did not announce again after its End-of-RIB; give it time.
-        std::thread::sleep(Duration::from_secs(1));
-        let mut seen = String::new();
-        ensure(
-            bird.has_route(RL_PREFIX, Some("rl"), &mut seen)?,
-            format!("BIRD has routelet's route: {seen}"),
-        )?;
-        nothing_deleted(&mon_b, &mon_a)
+        daemon_helper_keeps_routes(
+            lab,
+            &pair,
+            a,
+            "bird",
+            |seen| bird.established("rl", seen),
+            |seen| bird.has_route(RL_PREFIX, Some("rl"), seen),
+        )
     })
 }
 
-/// FRR 8.4 as the helper (helper mode is FRR's default): routelet killed and started again.
+/// FRR 8.4 as the helper (helper mode is FRR's default).
 #[test]
 fn frr_helper_keeps_routes_across_routelet_kill_and_restart() -> Result<()> {
     Lab::run("grfrr", |lab| {
         let pair = Pair::new(lab)?;
-        let mut a = Routelet::start(lab, &pair.r, "a", &restarting_routelet(None))?;
+        let a = Routelet::start(lab, &pair.r, "a", &restarting_routelet(None))?;
         let mut fcfg = FrrConfig::new(P4, 65002);
         fcfg.neighbors.push(FrrNeighbor::new(R4, 65001));
         fcfg.networks.push(PEER_PREFIX.to_string());
         let frr = Frr::start(lab, &pair.p, "frr", &fcfg)?;
-        wait_routes(&pair, "bgp")?;
-        let mon_b = RouteMonitor::start(lab, &pair.p, "mon-b")?;
-        let mon_a = RouteMonitor::start(lab, &pair.r, "mon-a")?;
-        a.daemon.signal("KILL")?;
-        a.daemon.stop();
-        wait_until("FRR sees routelet gone and keeps its route", UP, |seen| {
-            Ok(!frr.established(R4, seen)? && frr.bgp_has(RL_PREFIX, seen)?)
-        })?;
-        let a2 = start_again(lab, &pair.r, "a2")?;
-        wait_until("routelet and FRR established again", UP, |seen| {
-            Ok(frr.established(R4, seen)? && a2.established(P4, seen)?)
-        })?;
-        restarted_with_forwarding_state(&a2)?;
-        std::thread::sleep(Duration::from_secs(1));
-        let mut seen = String::new();
-        ensure(
-            frr.bgp_has(RL_PREFIX, &mut seen)?,
-            format!("FRR has routelet's route: {seen}"),
-        )?;
-        nothing_deleted(&mon_b, &mon_a)
+        daemon_helper_keeps_routes(
+            lab,
+            &pair,
+            a,
+            "bgp",
+            |seen| frr.established(R4, seen),
+            |seen| frr.bgp_has(RL_PREFIX, seen),
+        )
     })
 }

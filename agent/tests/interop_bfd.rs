@@ -17,6 +17,7 @@ use bgp::bfd::{
     Bfd, BfdEvent, BfdPeerConfig, BfdSessionStatus, BfdState, BfdStatus, Diag, DiscardKind,
 };
 use interop::daemon::Daemon;
+use interop::frr::{Zebra, BFDD};
 use interop::netns::add_addr;
 use interop::{
     ensure, holds_for, parse_json, run, same_addr, wait_until, Lab, LabError, Netns, Pair, Result,
@@ -153,9 +154,9 @@ impl RlBfd {
         let s = self.session(peer)?;
         seen.push_str(&format!(
             "routelet bfd {peer}: {} (diag {}, remote {})\n",
-            s.state, s.local_diag, s.remote_state
+            s.session.state, s.session.local_diag, s.session.remote_state
         ));
-        Ok(s.state == BfdState::Up)
+        Ok(s.session.state == BfdState::Up)
     }
 
     fn events(&self) -> Vec<(Instant, BfdEvent)> {
@@ -174,20 +175,10 @@ impl Drop for RlBfd {
 
 // ------------------------------------------------------------------ FRR bfdd
 
-/// zebra + bfdd for one namespace (pathspace `-N NS`). Fields drop in order: bfdd, zebra, dir.
+/// zebra + bfdd for one namespace (pathspace `-N NS`). Fields drop in order: bfdd, zebra.
 struct FrrBfd {
     bfdd: Daemon,
-    _zebra: Daemon,
-    _rundir: RunDir,
-    pathspace: String,
-}
-
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    zebra: Zebra,
 }
 
 struct FrrPeer {
@@ -212,21 +203,7 @@ impl FrrPeer {
 
 impl FrrBfd {
     fn start(lab: &Lab, ns: &Netns, peers: &[FrrPeer]) -> Result<FrrBfd> {
-        const ZEBRA: &str = "/usr/lib/frr/zebra";
-        const BFDD: &str = "/usr/lib/frr/bfdd";
-        for bin in [ZEBRA, BFDD] {
-            ensure(
-                std::path::Path::new(bin).exists(),
-                format!("{bin} missing: install frr"),
-            )?;
-        }
-        let pathspace = ns.name().to_string();
-        let rundir = RunDir(PathBuf::from("/var/run/frr").join(&pathspace));
-        std::fs::create_dir_all(&rundir.0)
-            .map_err(|e| LabError::io(format!("create {}", rundir.0.display()), e))?;
-        run(Command::new("chown").args(["frr:frr"]).arg(&rundir.0))?;
-        let rd = rundir.0.to_string_lossy().into_owned();
-        let zconf = lab.write("frr-zebra.conf", "hostname frr\nlog stdout informational\n")?;
+        let zebra = Zebra::start(lab, ns, "frr")?;
         let mut c = String::from("hostname frr\nlog stdout informational\n!\nbfd\n");
         for p in peers {
             c.push_str(&format!(
@@ -235,52 +212,16 @@ impl FrrBfd {
             ));
         }
         c.push_str("!\n");
-        let bconf = lab.write("frr-bfdd.conf", &c)?;
-        let mut zebra = Daemon::spawn(
-            lab,
-            ns,
-            "frr-zebra",
-            &[
-                ZEBRA,
-                "-N",
-                &pathspace,
-                "-f",
-                &zconf.to_string_lossy(),
-                "-i",
-                &format!("{rd}/zebra.pid"),
-            ],
-            &[],
-        )?;
-        let zsock = rundir.0.join("zserv.api");
-        wait_until("FRR zebra socket", Duration::from_secs(10), |seen| {
-            zebra.check_running()?;
-            seen.push_str(&format!("waiting for {}", zsock.display()));
-            Ok(zsock.exists())
-        })?;
-        // Foreground (no -d): the Daemon guard owns the PID.
-        let bfdd = Daemon::spawn(
+        let conf = lab.write("frr-bfdd.conf", &c)?;
+        let bfdd = zebra.spawn(
             lab,
             ns,
             "frr-bfdd",
-            &[
-                BFDD,
-                "-N",
-                &pathspace,
-                "-f",
-                &bconf.to_string_lossy(),
-                "-i",
-                &format!("{rd}/bfdd.pid"),
-                "--bfdctl",
-                &format!("{rd}/bfdd.sock"),
-            ],
-            &[],
+            BFDD,
+            &conf,
+            &["--bfdctl", "{rd}/bfdd.sock"],
         )?;
-        let mut frr = FrrBfd {
-            bfdd,
-            _zebra: zebra,
-            _rundir: rundir,
-            pathspace,
-        };
+        let mut frr = FrrBfd { bfdd, zebra };
         wait_until("FRR bfdd vty", Duration::from_secs(10), |seen| {
             frr.bfdd.check_running()?;
             let out = frr.vtysh("show bfd peers json");
@@ -291,7 +232,7 @@ impl FrrBfd {
     }
 
     fn vtysh(&self, cmd: &str) -> Result<String> {
-        run(Command::new("vtysh").args(["-N", &self.pathspace, "-c", cmd]))
+        self.zebra.vtysh(cmd)
     }
 
     fn find(&self, cmd: &str, peer: &str) -> Result<Option<serde_json::Value>> {
@@ -448,7 +389,9 @@ fn settled(rl: &RlBfd, peer: &str, remote_min_tx: Duration) -> Result<BfdSession
     wait_until("timers settled after Up", Duration::from_secs(10), |seen| {
         let o = rl.session(peer)?;
         seen.push_str(&format!("{o:?}\n"));
-        Ok(o.state == BfdState::Up && !o.poll_in_progress && o.remote_min_tx == remote_min_tx)
+        Ok(o.session.state == BfdState::Up
+            && !o.session.poll_in_progress
+            && o.session.remote_min_tx == remote_min_tx)
     })?;
     rl.session(peer)
 }
@@ -472,17 +415,44 @@ fn frr_up(s: &FrrSetup, rl_peer: &str, me: &str) -> Result<()> {
     Ok(())
 }
 
+/// routelet <-> FRR over IPv4 with default timers on both sides, Up on both.
+fn frr_default_up(lab: &Lab) -> Result<FrrSetup> {
+    let s = frr_setup(
+        lab,
+        BfdPeerConfig::new(addr(P4), addr(R4)),
+        FrrPeer::new(R4, P4),
+    )?;
+    frr_up(&s, P4, R4)?;
+    Ok(s)
+}
+
+/// Takes the peer side's link (`vp` in `pair.p`) down and waits for our Down, which must be
+/// a control detection time expiry.
+fn cut_and_detect(pair: &Pair, rl: &RlBfd, what: &str) -> Result<BfdEvent> {
+    let cut = Instant::now();
+    pair.p.ip(&["link", "set", "vp", "down"])?;
+    let e = wait_detected(rl, cut, what)?;
+    ensure(
+        e.state == BfdState::Down && e.diag == Diag::ControlDetectionTimeExpired,
+        format!("expected Down / control detection time expired: {e:?}"),
+    )?;
+    Ok(e)
+}
+
+/// 300 ms x 3 on both sides: tx every 300 ms, detection after 900 ms.
+fn default_timers_negotiated(o: &BfdSessionStatus) -> Result<()> {
+    ensure(
+        o.session.tx_interval == ms(300) && o.session.detection_time == ms(900),
+        format!("negotiated 300 ms / 900 ms expected: {o:?}"),
+    )
+}
+
 // ------------------------------------------------------------------ FRR tests
 
 #[test]
 fn frr_bfd_session_comes_up_on_both_sides() -> Result<()> {
     Lab::run("bfdfrr", |lab| {
-        let s = frr_setup(
-            lab,
-            BfdPeerConfig::new(addr(P4), addr(R4)),
-            FrrPeer::new(R4, P4),
-        )?;
-        frr_up(&s, P4, R4)?;
+        let s = frr_default_up(lab)?;
         let ours = settled(&s.rl, P4, ms(300))?;
         println!("routelet: {ours:?}");
         println!("frr: {}", s.frr.peer(R4)?);
@@ -493,14 +463,11 @@ fn frr_bfd_session_comes_up_on_both_sides() -> Result<()> {
         )?;
         let f = s.frr.peer(R4)?;
         ensure(
-            num(&f, "remote-id") == Some(u64::from(ours.local_discr))
-                && num(&f, "id") == Some(u64::from(ours.remote_discr)),
+            num(&f, "remote-id") == Some(u64::from(ours.session.local_discr))
+                && num(&f, "id") == Some(u64::from(ours.session.remote_discr)),
             format!("discriminators disagree: ours {ours:?}, FRR {f}"),
         )?;
-        ensure(
-            ours.tx_interval == ms(300) && ours.detection_time == ms(900),
-            format!("negotiated 300 ms / 900 ms expected: {ours:?}"),
-        )?;
+        default_timers_negotiated(&ours)?;
         // It stays Up (no flap while the initial poll sequences run).
         holds_for("session stays Up", Duration::from_secs(3), |seen| {
             Ok(s.rl.is_up(P4, seen)? && s.frr.status(R4, seen)? == "up")
@@ -530,18 +497,23 @@ fn frr_bfd_negotiates_different_intervals_per_rfc() -> Result<()> {
         let f = s.frr.peer(R4)?;
         println!(
             "routelet: tx {:?}, detect {:?}; FRR: {f}",
-            o.tx_interval, o.detection_time
+            o.session.tx_interval, o.session.detection_time
         );
         // RFC 5880 6.8.2 / 6.8.4 on our side:
         //   tx = max(our DesiredMinTx 250, FRR's RequiredMinRx 400) = 400
         //   detect = FRR's mult 5 x max(our RequiredMinRx 300, FRR's DesiredMinTx 200) = 1500
         ensure(
-            o.remote_min_rx == ms(400) && o.remote_min_tx == ms(200) && o.remote_detect_mult == 5,
+            o.session.remote_min_rx == ms(400)
+                && o.session.remote_min_tx == ms(200)
+                && o.session.remote_detect_mult == 5,
             format!("FRR's advertised values: {o:?}"),
         )?;
-        ensure(o.tx_interval == ms(400), format!("tx interval: {o:?}"))?;
         ensure(
-            o.detection_time == ms(1500),
+            o.session.tx_interval == ms(400),
+            format!("tx interval: {o:?}"),
+        )?;
+        ensure(
+            o.session.detection_time == ms(1500),
             format!("detection time: {o:?}"),
         )?;
         // FRR's view of what we advertise: rx 300, tx 250, x3 -> FRR sends every
@@ -568,7 +540,7 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
         wait_until("initial poll done", Duration::from_secs(10), |seen| {
             let o = s.rl.session(P4)?;
             seen.push_str(&format!("{o:?}\n"));
-            Ok(!o.poll_in_progress && o.advertised_min_tx == ms(300))
+            Ok(!o.session.poll_in_progress && o.session.advertised_min_tx == ms(300))
         })?;
         let before = s.rl.session(P4)?;
         let frr_downs_before = num(&s.frr.counters(R4)?, "session-down");
@@ -592,7 +564,7 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
             |seen| {
                 let o = s.rl.session(P4)?;
                 seen.push_str(&format!("{o:?}\n"));
-                Ok(!o.poll_in_progress && o.tx_interval == ms(600))
+                Ok(!o.session.poll_in_progress && o.session.tx_interval == ms(600))
             },
         )?;
         println!(
@@ -601,12 +573,12 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
         );
         let after = s.rl.session(P4)?;
         ensure(
-            after.counters.polls_completed > before.counters.polls_completed,
+            after.session.counters.polls_completed > before.session.counters.polls_completed,
             format!("a poll sequence should have completed: {before:?} -> {after:?}"),
         )?;
         // 6.8.4: FRR sends every 300 ms -> our detection 3 x max(500, 300) = 1500 ms.
         ensure(
-            after.detection_time == ms(1500),
+            after.session.detection_time == ms(1500),
             format!("detection time after the change: {after:?}"),
         )?;
         holds_for(
@@ -624,7 +596,7 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
             format!("FRR counted a session down: {frr_downs_before:?} -> {frr_downs_after:?}"),
         )?;
         ensure(
-            after.counters.up_transitions == 1,
+            after.session.counters.up_transitions == 1,
             format!("one Up only: {after:?}"),
         )
     })
@@ -633,24 +605,16 @@ fn frr_bfd_runtime_timer_change_polls_without_flap() -> Result<()> {
 #[test]
 fn frr_bfd_link_down_is_detected_and_recovers() -> Result<()> {
     Lab::run("bfdlink", |lab| {
-        let s = frr_setup(
-            lab,
-            BfdPeerConfig::new(addr(P4), addr(R4)),
-            FrrPeer::new(R4, P4),
-        )?;
-        frr_up(&s, P4, R4)?;
+        let s = frr_default_up(lab)?;
         holds_for("settled", Duration::from_secs(2), |seen| {
             s.rl.is_up(P4, seen)
         })?;
-        let cut = Instant::now();
-        s.pair.p.ip(&["link", "set", "vp", "down"])?;
-        let e = wait_detected(&s.rl, cut, "link down on FRR's side")?;
-        ensure(
-            e.state == BfdState::Down && e.diag == Diag::ControlDetectionTimeExpired,
-            format!("expected Down / control detection time expired: {e:?}"),
-        )?;
+        cut_and_detect(&s.pair, &s.rl, "link down on FRR's side")?;
         let o = s.rl.session(P4)?;
-        ensure(o.remote_discr == 0, format!("RemoteDiscr zeroed: {o:?}"))?;
+        ensure(
+            o.session.remote_discr == 0,
+            format!("RemoteDiscr zeroed: {o:?}"),
+        )?;
         // Link back: the session comes Up again.
         s.pair.p.ip(&["link", "set", "vp", "up"])?;
         wait_both_up(&s.rl, P4, |seen| Ok(s.frr.status(R4, seen)? == "up"))?;
@@ -669,29 +633,16 @@ fn frr_bfd_ipv6_session() -> Result<()> {
         frr_up(&s, P6, R6)?;
         let o = settled(&s.rl, P6, ms(300))?;
         println!("routelet v6: {o:?}");
-        ensure(
-            o.tx_interval == ms(300) && o.detection_time == ms(900),
-            format!("{o:?}"),
-        )?;
-        let cut = Instant::now();
-        s.pair.p.ip(&["link", "set", "vp", "down"])?;
-        let e = wait_detected(&s.rl, cut, "IPv6 link down")?;
-        ensure(
-            e.diag == Diag::ControlDetectionTimeExpired,
-            format!("{e:?}"),
-        )
+        default_timers_negotiated(&o)?;
+        cut_and_detect(&s.pair, &s.rl, "IPv6 link down")?;
+        Ok(())
     })
 }
 
 #[test]
 fn frr_bfd_removed_peer_is_signalled_admin_down() -> Result<()> {
     Lab::run("bfdrm", |lab| {
-        let s = frr_setup(
-            lab,
-            BfdPeerConfig::new(addr(P4), addr(R4)),
-            FrrPeer::new(R4, P4),
-        )?;
-        frr_up(&s, P4, R4)?;
+        let s = frr_default_up(lab)?;
         let t0 = Instant::now();
         s.rl.set_peers(vec![])?;
         let took = wait_until("FRR sees our AdminDown", Duration::from_secs(5), |seen| {
@@ -752,18 +703,9 @@ fn bird_bfd_session_up_and_down_on_link_loss() -> Result<()> {
             },
         )?;
         println!("{}", bird.birdc(&["show", "bfd", "sessions"])?);
-        ensure(
-            o.tx_interval == ms(300) && o.detection_time == ms(900),
-            format!("{o:?}"),
-        )?;
+        default_timers_negotiated(&o)?;
         holds_for("settled", Duration::from_secs(2), |seen| rl.is_up(P4, seen))?;
-        let cut = Instant::now();
-        pair.p.ip(&["link", "set", "vp", "down"])?;
-        let e = wait_detected(&rl, cut, "link down on BIRD's side")?;
-        ensure(
-            e.state == BfdState::Down && e.diag == Diag::ControlDetectionTimeExpired,
-            format!("{e:?}"),
-        )?;
+        cut_and_detect(&pair, &rl, "link down on BIRD's side")?;
         drop(bird);
         Ok(())
     })
@@ -801,30 +743,11 @@ fn send_raw(ns: &Netns, src: &str, dst: &str, ttl: u32, payload: Vec<u8>) -> Res
 #[test]
 fn malformed_packets_are_counted_and_the_session_stays_up() -> Result<()> {
     Lab::run("bfdbad", |lab| {
-        let s = frr_setup(
-            lab,
-            BfdPeerConfig::new(addr(P4), addr(R4)),
-            FrrPeer::new(R4, P4),
-        )?;
-        frr_up(&s, P4, R4)?;
+        let s = frr_default_up(lab)?;
         let o = s.rl.session(P4)?;
         // A packet that would be valid from FRR (Up, right discriminators).
-        let valid = ControlPacket {
-            diag: Diag::None,
-            state: BfdState::Up,
-            poll: false,
-            final_: false,
-            cpi: false,
-            auth: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: o.remote_discr,
-            your_discr: o.local_discr,
-            desired_min_tx_us: 300_000,
-            required_min_rx_us: 300_000,
-            required_min_echo_rx_us: 0,
-        }
-        .encode();
+        let valid = ControlPacket::new(BfdState::Up, o.session.remote_discr, o.session.local_discr)
+            .encode();
         let mut bad_version = valid;
         bad_version[0] = (2 << 5) | (bad_version[0] & 0x1f);
         let mut bad_length = valid;
@@ -838,7 +761,7 @@ fn malformed_packets_are_counted_and_the_session_stays_up() -> Result<()> {
         let mut multipoint = valid;
         multipoint[1] |= 0x01;
         let mut unknown_discr = valid;
-        unknown_discr[8..12].copy_from_slice(&(o.local_discr ^ 0x5a5a_5a5a).to_be_bytes());
+        unknown_discr[8..12].copy_from_slice(&(o.session.local_discr ^ 0x5a5a_5a5a).to_be_bytes());
         // A second address on FRR's side, not a configured peer.
         add_addr(&s.pair.p, "vp", "10.0.0.3/24")?;
         let mut stranger = valid;
@@ -949,7 +872,7 @@ fn malformed_packets_are_counted_and_the_session_stays_up() -> Result<()> {
                 format!("{what}: per-session counter {:?}", sess.discards),
             )?;
             ensure(
-                sess.state == BfdState::Up,
+                sess.session.state == BfdState::Up,
                 format!("{what}: session left Up: {sess:?}"),
             )?;
             println!("{what}: counted as {kind}");

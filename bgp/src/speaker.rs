@@ -918,10 +918,8 @@ impl Core {
             .as_ref()
             .map_or(0, |gr| gr.restart_time);
         let families = est.graceful_families();
-        let helper = self.graceful_restart.is_some()
-            && down.graceful
-            && restart_time > 0
-            && !families.is_empty();
+        // `graceful` is only ever set when we advertised graceful restart ourselves.
+        let helper = down.graceful && restart_time > 0 && !families.is_empty();
         if !helper {
             peer.stale = None;
             let changes = self.rib.peer_down(addr);

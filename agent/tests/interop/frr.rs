@@ -10,6 +10,7 @@ use super::{parse_json, run, same_addr, Lab, LabError, Netns, Result};
 
 pub const ZEBRA: &str = "/usr/lib/frr/zebra";
 pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const BFDD: &str = "/usr/lib/frr/bfdd";
 
 #[derive(Clone, Debug)]
 pub struct FrrNeighbor {
@@ -113,80 +114,122 @@ impl Drop for RunDir {
     }
 }
 
-/// Running zebra + bgpd for one namespace. Fields drop in order: bgpd, zebra, run dir.
-pub struct Frr {
-    pub bgpd: Daemon,
-    pub zebra: Daemon,
+/// zebra of one namespace with its run dir (pathspace `-N NS`): what every other FRR daemon
+/// needs. Fields drop in order: zebra, run dir.
+pub struct Zebra {
+    pub daemon: Daemon,
     rundir: RunDir,
     pathspace: String,
 }
 
-impl Frr {
-    pub fn start(lab: &Lab, ns: &Netns, name: &str, cfg: &FrrConfig) -> Result<Frr> {
-        for bin in [ZEBRA, BGPD] {
-            super::ensure(
-                Path::new(bin).exists(),
-                format!("{bin} missing: install frr"),
-            )?;
-        }
+impl Zebra {
+    /// Creates /var/run/frr/NS for the `frr` user and starts zebra (foreground) in `ns`.
+    pub fn start(lab: &Lab, ns: &Netns, name: &str) -> Result<Zebra> {
         let pathspace = ns.name().to_string();
         let rundir = RunDir(PathBuf::from("/var/run/frr").join(&pathspace));
         std::fs::create_dir_all(&rundir.0)
             .map_err(|e| LabError::io(format!("create {}", rundir.0.display()), e))?;
         run(Command::new("chown").args(["frr:frr"]).arg(&rundir.0))?;
-        let zconf = lab.write(
+        let conf = lab.write(
             &format!("{name}-zebra.conf"),
             &format!("hostname {name}\nlog stdout informational\n"),
         )?;
-        let bconf = lab.write(&format!("{name}-bgpd.conf"), &cfg.render_bgpd(name))?;
-        let rd = rundir.0.to_string_lossy().into_owned();
-        let zebra = Daemon::spawn(
+        let daemon = spawn_in(
             lab,
             ns,
+            (&pathspace, &rundir.0),
             &format!("{name}-zebra"),
-            &[
-                ZEBRA,
-                "-N",
-                &pathspace,
-                "-f",
-                &zconf.to_string_lossy(),
-                "-i",
-                &format!("{rd}/zebra.pid"),
-            ],
+            ZEBRA,
+            &conf,
             &[],
         )?;
-        let zsock = rundir.0.join("zserv.api");
-        let mut frr_zebra = zebra;
+        let mut zebra = Zebra {
+            daemon,
+            rundir,
+            pathspace,
+        };
+        let zsock = zebra.rundir.0.join("zserv.api");
         super::wait_until(
             &format!("{name} zebra socket"),
             Duration::from_secs(10),
             |seen| {
-                frr_zebra.check_running()?;
+                zebra.daemon.check_running()?;
                 seen.push_str(&format!("waiting for {}", zsock.display()));
                 Ok(zsock.exists())
             },
         )?;
-        let bgpd = Daemon::spawn(
+        Ok(zebra)
+    }
+
+    /// Starts another FRR daemon of this namespace (see `spawn_in`).
+    pub fn spawn(
+        &self,
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        bin: &str,
+        conf: &Path,
+        extra: &[&str],
+    ) -> Result<Daemon> {
+        spawn_in(
             lab,
             ns,
-            &format!("{name}-bgpd"),
-            &[
-                BGPD,
-                "-N",
-                &pathspace,
-                "-f",
-                &bconf.to_string_lossy(),
-                "-i",
-                &format!("{rd}/bgpd.pid"),
-            ],
-            &[],
-        )?;
-        let mut frr = Frr {
-            bgpd,
-            zebra: frr_zebra,
-            rundir,
-            pathspace,
-        };
+            (&self.pathspace, &self.rundir.0),
+            name,
+            bin,
+            conf,
+            extra,
+        )
+    }
+
+    /// `vtysh -N NS -c CMD` (unix sockets: runs from the host namespace).
+    pub fn vtysh(&self, cmd: &str) -> Result<String> {
+        run(Command::new("vtysh").args(["-N", &self.pathspace, "-c", cmd]))
+    }
+}
+
+/// Starts the FRR daemon `bin` in the foreground (the guard owns its PID) with pathspace and
+/// run dir `space`, config `conf`, its pid file in the run dir and `extra` arguments (each
+/// `{rd}` replaced by the run dir).
+fn spawn_in(
+    lab: &Lab,
+    ns: &Netns,
+    space: (&str, &Path),
+    name: &str,
+    bin: &str,
+    conf: &Path,
+    extra: &[&str],
+) -> Result<Daemon> {
+    let (pathspace, rundir) = space;
+    super::ensure(
+        Path::new(bin).exists(),
+        format!("{bin} missing: install frr"),
+    )?;
+    let rd = rundir.to_string_lossy().into_owned();
+    let stem = Path::new(bin)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string());
+    let conf = conf.to_string_lossy().into_owned();
+    let pid = format!("{rd}/{stem}.pid");
+    let extra: Vec<String> = extra.iter().map(|a| a.replace("{rd}", &rd)).collect();
+    let mut argv = vec![bin, "-N", pathspace, "-f", &conf, "-i", &pid];
+    argv.extend(extra.iter().map(String::as_str));
+    Daemon::spawn(lab, ns, name, &argv, &[])
+}
+
+/// Running zebra + bgpd for one namespace. Fields drop in order: bgpd, zebra (then its dir).
+pub struct Frr {
+    pub bgpd: Daemon,
+    pub zebra: Zebra,
+}
+
+impl Frr {
+    pub fn start(lab: &Lab, ns: &Netns, name: &str, cfg: &FrrConfig) -> Result<Frr> {
+        let zebra = Zebra::start(lab, ns, name)?;
+        let bconf = lab.write(&format!("{name}-bgpd.conf"), &cfg.render_bgpd(name))?;
+        let bgpd = zebra.spawn(lab, ns, &format!("{name}-bgpd"), BGPD, &bconf, &[])?;
+        let mut frr = Frr { bgpd, zebra };
         super::wait_until(
             &format!("{name} bgpd vty"),
             Duration::from_secs(10),
@@ -202,7 +245,7 @@ impl Frr {
 
     /// `vtysh -N NS -c CMD` (unix sockets: runs from the host namespace).
     pub fn vtysh(&self, cmd: &str) -> Result<String> {
-        run(Command::new("vtysh").args(["-N", &self.pathspace, "-c", cmd]))
+        self.zebra.vtysh(cmd)
     }
 
     pub fn vtysh_json(&self, cmd: &str) -> Result<serde_json::Value> {

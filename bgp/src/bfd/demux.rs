@@ -210,28 +210,15 @@ impl Demux {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use crate::bfd::packet::{BfdState, Diag};
+    use crate::bfd::packet::BfdState;
 
     fn pkt(your: u32) -> ControlPacket {
-        ControlPacket {
-            diag: Diag::None,
-            state: if your == 0 {
-                BfdState::Down
-            } else {
-                BfdState::Up
-            },
-            poll: false,
-            final_: false,
-            cpi: false,
-            auth: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: 99,
-            your_discr: your,
-            desired_min_tx_us: 300_000,
-            required_min_rx_us: 300_000,
-            required_min_echo_rx_us: 0,
-        }
+        let state = if your == 0 {
+            BfdState::Down
+        } else {
+            BfdState::Up
+        };
+        ControlPacket::new(state, 99, your)
     }
 
     #[test]

@@ -346,31 +346,14 @@ impl Driver {
             .sessions
             .values()
             .filter(|e| e.remove_at.is_none())
-            .map(|e| {
-                let s = e.session.snapshot();
-                BfdSessionStatus {
-                    config: e.cfg,
-                    state: s.state,
-                    remote_state: s.remote_state,
-                    local_discr: s.local_discr,
-                    remote_discr: s.remote_discr,
-                    local_diag: s.local_diag,
-                    remote_diag: s.remote_diag,
-                    tx_interval: s.tx_interval,
-                    detection_time: s.detection_time,
-                    advertised_min_tx: s.advertised_min_tx,
-                    advertised_min_rx: s.advertised_min_rx,
-                    remote_min_tx: s.remote_min_tx,
-                    remote_min_rx: s.remote_min_rx,
-                    remote_detect_mult: s.remote_detect_mult,
-                    poll_in_progress: s.poll_in_progress,
-                    source_port: e.source_port,
-                    since_change: now.saturating_duration_since(e.changed_at),
-                    counters: s.counters,
-                    discards: e.discards,
-                    tx_errors: e.tx_errors,
-                    last_error: e.last_error.clone(),
-                }
+            .map(|e| BfdSessionStatus {
+                config: e.cfg,
+                session: e.session.snapshot(),
+                source_port: e.source_port,
+                since_change: now.saturating_duration_since(e.changed_at),
+                discards: e.discards,
+                tx_errors: e.tx_errors,
+                last_error: e.last_error.clone(),
             })
             .collect();
         sessions.sort_by_key(|s| s.config.peer);

@@ -31,7 +31,8 @@ async fn wait_for<F: Fn(&BfdStatus) -> bool>(bfd: &Bfd, what: &str, f: F) -> Bfd
 }
 
 fn up(st: &BfdStatus, peer: IpAddr) -> bool {
-    st.session(peer).is_some_and(|s| s.state == BfdState::Up)
+    st.session(peer)
+        .is_some_and(|s| s.session.state == BfdState::Up)
 }
 
 #[tokio::test]
@@ -59,13 +60,13 @@ async fn two_instances_come_up_poll_and_detect_loss() {
     let st = wait_for(&a, "A up and polled", |st| {
         up(st, ib)
             && st.session(ib).is_some_and(|s| {
-                !s.poll_in_progress && s.remote_min_tx == Duration::from_millis(40)
+                !s.session.poll_in_progress && s.session.remote_min_tx == Duration::from_millis(40)
             })
     })
     .await;
     let s = st.session(ib).unwrap();
-    assert_eq!(s.tx_interval, Duration::from_millis(80));
-    assert_eq!(s.detection_time, Duration::from_millis(150));
+    assert_eq!(s.session.tx_interval, Duration::from_millis(80));
+    assert_eq!(s.session.detection_time, Duration::from_millis(150));
     assert!(s.source_port.is_some_and(|p| p >= 49152));
     let e = ev_a.recv().await.unwrap();
     assert_eq!((e.peer, e.state), (ib, BfdState::Up));
@@ -77,19 +78,19 @@ async fn two_instances_come_up_poll_and_detect_loss() {
     a.set_peers(vec![ca]).unwrap();
     let st = wait_for(&b, "B sees A's new interval", |st| {
         st.session(ia)
-            .is_some_and(|s| s.remote_min_tx == Duration::from_millis(200))
+            .is_some_and(|s| s.session.remote_min_tx == Duration::from_millis(200))
     })
     .await;
     assert_eq!(
-        st.session(ia).unwrap().detection_time,
+        st.session(ia).unwrap().session.detection_time,
         Duration::from_millis(600)
     );
     let st = wait_for(&a, "A's poll done", |st| {
-        st.session(ib).is_some_and(|s| !s.poll_in_progress)
+        st.session(ib).is_some_and(|s| !s.session.poll_in_progress)
     })
     .await;
     assert_eq!(
-        st.session(ib).unwrap().tx_interval,
+        st.session(ib).unwrap().session.tx_interval,
         Duration::from_millis(200)
     );
     assert!(up(&st, ib));
@@ -105,23 +106,13 @@ async fn two_instances_come_up_poll_and_detect_loss() {
     let to: SocketAddr = SocketAddr::from(([127, 0, 0, 1], pa));
     let good = st.session(ib).unwrap();
     let mut pkt = packet::ControlPacket {
-        diag: Diag::None,
-        state: BfdState::Down,
-        poll: false,
-        final_: false,
-        cpi: false,
-        auth: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr: 1234,
-        your_discr: 0,
         desired_min_tx_us: 1_000_000,
         required_min_rx_us: 1_000_000,
-        required_min_echo_rx_us: 0,
+        ..packet::ControlPacket::new(BfdState::Down, 1234, 0)
     };
     atk.set_ttl_v4(255).unwrap();
     atk.send_to(&pkt.encode(), &to.into()).unwrap();
-    pkt.your_discr = good.local_discr;
+    pkt.your_discr = good.session.local_discr;
     pkt.state = BfdState::Down;
     atk.send_to(&pkt.encode(), &to.into()).unwrap();
     atk.set_ttl_v4(64).unwrap();
@@ -148,7 +139,7 @@ async fn two_instances_come_up_poll_and_detect_loss() {
     drop(b);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let st = a.status().await.unwrap();
-    assert_eq!(st.session(ib).unwrap().state, BfdState::Down);
+    assert_eq!(st.session(ib).unwrap().session.state, BfdState::Down);
 }
 
 #[test]

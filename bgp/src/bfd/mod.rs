@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use demux::{Discard, DiscardCounters, DiscardKind};
 pub use packet::{BfdState, Diag};
-pub use session::SessionCounters;
+pub use session::{SessionCounters, SessionSnapshot};
 
 /// UDP destination port of single-hop BFD Control packets (RFC 5881 section 4).
 pub const CONTROL_PORT: u16 = 3784;
@@ -149,28 +149,13 @@ pub struct BfdEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfdSessionStatus {
     pub config: BfdPeerConfig,
-    pub state: BfdState,
-    pub remote_state: BfdState,
-    pub local_discr: u32,
-    pub remote_discr: u32,
-    pub local_diag: Diag,
-    pub remote_diag: Diag,
-    /// Negotiated transmit interval, max(our DesiredMinTx, peer's RequiredMinRx).
-    pub tx_interval: Duration,
-    /// Detection time, peer's DetectMult x max(our RequiredMinRx, peer's DesiredMinTx).
-    pub detection_time: Duration,
-    /// What we advertise (DesiredMinTx is at least 1 s while not Up).
-    pub advertised_min_tx: Duration,
-    pub advertised_min_rx: Duration,
-    pub remote_min_tx: Duration,
-    pub remote_min_rx: Duration,
-    pub remote_detect_mult: u8,
-    pub poll_in_progress: bool,
+    /// The protocol variables: states, discriminators, diagnostics, advertised, remote and
+    /// negotiated timers, poll in progress, counters.
+    pub session: SessionSnapshot,
     /// UDP source port of this session (49152-65535), once its socket is open.
     pub source_port: Option<u16>,
     /// Time since the last state change.
     pub since_change: Duration,
-    pub counters: SessionCounters,
     /// Discarded packets whose source address is this session's peer.
     pub discards: DiscardCounters,
     pub tx_errors: u64,

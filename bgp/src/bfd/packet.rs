@@ -173,6 +173,26 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 impl ControlPacket {
+    /// A packet in `state` from `my_discr` to `your_discr`: no flags, no diagnostic, detect
+    /// multiplier 3, 300 ms intervals, no echo. A base for the fields a caller sets.
+    pub fn new(state: BfdState, my_discr: u32, your_discr: u32) -> ControlPacket {
+        ControlPacket {
+            diag: Diag::None,
+            state,
+            poll: false,
+            final_: false,
+            cpi: false,
+            auth: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr,
+            your_discr,
+            desired_min_tx_us: 300_000,
+            required_min_rx_us: 300_000,
+            required_min_echo_rx_us: 0,
+        }
+    }
+
     /// Encodes into the 24-byte wire form (version 1, Length 24, M bit clear).
     pub fn encode(&self) -> [u8; CONTROL_LEN] {
         let mut b = [0u8; CONTROL_LEN];
@@ -266,18 +286,9 @@ mod tests {
     fn sample() -> ControlPacket {
         ControlPacket {
             diag: Diag::ControlDetectionTimeExpired,
-            state: BfdState::Up,
             poll: true,
-            final_: false,
-            cpi: false,
-            auth: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: 0x0102_0304,
-            your_discr: 0x0a0b_0c0d,
-            desired_min_tx_us: 300_000,
             required_min_rx_us: 250_000,
-            required_min_echo_rx_us: 0,
+            ..ControlPacket::new(BfdState::Up, 0x0102_0304, 0x0a0b_0c0d)
         }
     }
 

@@ -345,19 +345,10 @@ fn poll_is_answered_with_final_in_any_state() {
     let now = Instant::now();
     let mut s = Session::new(7, cfg(300, 300, 3), now, 9);
     let p = ControlPacket {
-        diag: Diag::None,
-        state: BfdState::Down,
         poll: true,
-        final_: false,
-        cpi: false,
-        auth: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr: 42,
-        your_discr: 0,
         desired_min_tx_us: 1_000_000,
         required_min_rx_us: 1_000_000,
-        required_min_echo_rx_us: 0,
+        ..ControlPacket::new(BfdState::Down, 42, 0)
     };
     let out = s.handle(now, Input::Received(p));
     let fin = out
@@ -420,18 +411,7 @@ fn peer_down_or_admin_down_takes_us_down_with_diag_3() {
         let p = w.b.snapshot();
         let pkt = ControlPacket {
             diag: Diag::PathDown,
-            state: remote,
-            poll: false,
-            final_: false,
-            cpi: false,
-            auth: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: p.local_discr,
-            your_discr: 0xaaaa,
-            desired_min_tx_us: 300_000,
-            required_min_rx_us: 300_000,
-            required_min_echo_rx_us: 0,
+            ..ControlPacket::new(remote, p.local_discr, 0xaaaa)
         };
         let now = w.now;
         let out = w.a.handle(now, Input::Received(pkt));
