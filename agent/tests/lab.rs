@@ -1,6 +1,7 @@
 //! `routelet lab up | check | down` end to end, one whole lab per test (serialized): every pod
 //! reaches every pod, same-rack pairs never use VXLAN, cross-rack pairs do under
-//! `cross_subnet: vxlan`, a killed agent is replaced within 2 s, and `down` leaves nothing.
+//! `cross_subnet: vxlan`, a killed agent is replaced within 2 s, agent restarts (SIGKILL,
+//! SIGTERM) lose not one packet of 200/s ping streams, and `down` leaves nothing.
 //! Each test uses its own prefix `rll<pid><tag>` and a temp state dir; a Drop guard runs
 //! `lab down` whatever happens.
 
@@ -23,6 +24,21 @@ static LOCK: Mutex<()> = Mutex::new(());
 struct Guard {
     state_dir: PathBuf,
     prefix: String,
+}
+
+impl Guard {
+    /// The lab of one test: prefix `rll<pid><tag>`, state dir `<tmp>/<prefix>-state`.
+    fn new(tag: &str) -> Guard {
+        let prefix = format!("rll{}{tag}", std::process::id());
+        let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
+        Guard { state_dir, prefix }
+    }
+
+    /// (prefix, state dir, state dir as a string for the command line).
+    fn names(&self) -> (String, PathBuf, String) {
+        let state = self.state_dir.to_string_lossy().into_owned();
+        (self.prefix.clone(), self.state_dir.clone(), state)
+    }
 }
 
 impl Drop for Guard {
@@ -192,13 +208,8 @@ fn run_lab(tag: &str, backend: &str, tor: &str) {
 
 fn run_lab_with(tag: &str, backend: &str, tor: &str, cross_subnet: &str) {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = format!("rll{}{tag}", std::process::id());
-    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
-    let state = state_dir.to_string_lossy().into_owned();
-    let mut guard = Some(Guard {
-        state_dir: state_dir.clone(),
-        prefix: prefix.clone(),
-    });
+    let mut guard = Some(Guard::new(tag));
+    let (prefix, state_dir, state) = guard.as_ref().map(Guard::names).unwrap();
 
     let out = routelet(&[
         "lab",
@@ -241,26 +252,10 @@ fn run_lab_with(tag: &str, backend: &str, tor: &str, cross_subnet: &str) {
     let pids = Pids::load(&state_dir).unwrap().unwrap();
     let old = pids.processes["n1"].pid;
     assert!(alive(old));
-    let k = Command::new("kill")
-        .args(["-9", &old.to_string()])
-        .status()
-        .unwrap();
-    assert!(k.success());
-    let start = Instant::now();
-    let new = loop {
-        let p = Pids::load(&state_dir).unwrap().unwrap().processes["n1"].pid;
-        if p != old && alive(p) {
-            break p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "agent n1 not restarted within 2 s (pid still {p})"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_ne!(new, old);
-    // While the agent restarts, its peers may route its pods through the ToR for a moment
-    // (`via-tor`): wait for everything to be as before.
+    signal(old, "KILL");
+    wait_new_pid(&state_dir, "n1", old, Duration::from_secs(2));
+    // Wait for everything to be as before (graceful restart keeps the peers' routes, see
+    // `lab_agent_restarts_lose_no_packet`; this loop only needs the agent back).
     let restarted = Instant::now();
     let deadline = restarted + Duration::from_secs(30);
     loop {
@@ -358,13 +353,8 @@ fn lab_frr_tor() {
 #[test]
 fn lab_up_refuses_bad_options_and_leaves_nothing() {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = format!("rll{}x", std::process::id());
-    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
-    let state = state_dir.to_string_lossy().into_owned();
-    let _guard = Guard {
-        state_dir: state_dir.clone(),
-        prefix: prefix.clone(),
-    };
+    let lab_guard = Guard::new("x");
+    let (prefix, state_dir, state) = lab_guard.names();
     let out = routelet(&[
         "lab",
         "up",
@@ -417,13 +407,8 @@ fn lab_up_refuses_bad_options_and_leaves_nothing() {
 #[test]
 fn lab_up_failure_tears_down() {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = format!("rll{}u", std::process::id());
-    let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
-    let state = state_dir.to_string_lossy().into_owned();
-    let _guard = Guard {
-        state_dir: state_dir.clone(),
-        prefix: prefix.clone(),
-    };
+    let lab_guard = Guard::new("u");
+    let (prefix, state_dir, state) = lab_guard.names();
     // A kubeconfig pointing nowhere: the API never answers, `up` gives up and cleans up.
     std::fs::create_dir_all(std::env::temp_dir()).unwrap();
     let kc = std::env::temp_dir().join(format!("{prefix}-kubeconfig"));
@@ -464,13 +449,8 @@ fn lab_up_failure_tears_down() {
 fn lab_down_cleans_a_half_built_lab() {
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for (i, delay_ms) in [300u64, 1200].into_iter().enumerate() {
-        let prefix = format!("rll{}k{i}", std::process::id());
-        let state_dir = std::env::temp_dir().join(format!("{prefix}-state"));
-        let state = state_dir.to_string_lossy().into_owned();
-        let _guard = Guard {
-            state_dir: state_dir.clone(),
-            prefix: prefix.clone(),
-        };
+        let lab_guard = Guard::new(&format!("k{i}"));
+        let (prefix, state_dir, state) = lab_guard.names();
         let mut up = Command::new(BIN)
             .args(["lab", "up", "--prefix", &prefix, "--state-dir", &state])
             .stdout(std::process::Stdio::null())
@@ -501,4 +481,277 @@ fn lab_down_cleans_a_half_built_lab() {
             assert!(left.is_empty(), "still alive after down: {left:?}");
         }
     }
+}
+
+/// A ping stream every 5 ms from namespace `ns` to `to` (`-c`: ping waits for the last
+/// replies, so nothing in flight at the end counts as lost).
+struct PingStream {
+    what: String,
+    child: std::process::Child,
+}
+
+fn ping_stream(what: &str, ns: &str, to: &str, count: u32) -> PingStream {
+    let child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-q", "-n", "-i", "0.005", "-W", "1", "-c",
+        ])
+        .arg(count.to_string())
+        .arg(to)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    PingStream {
+        what: what.to_string(),
+        child,
+    }
+}
+
+impl PingStream {
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// (transmitted, received, duration in ms, ping's summary).
+    fn finish(self) -> (u64, u64, u64, String) {
+        let out = self.child.wait_with_output().unwrap();
+        let text = format!(
+            "{}: {}{}",
+            self.what,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        // "N packets transmitted, M received, [+E errors, ]P% packet loss, time Tms"
+        let ms = line
+            .rsplit("time ")
+            .next()
+            .and_then(|t| t.trim_end_matches("ms").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no time in the ping summary: {text}"));
+        (nums[0], nums[1], ms, text)
+    }
+}
+
+/// `ip monitor route` in namespace `ns`, its output in `file`: every route the kernel deletes
+/// is seen. Killed (our own child) on Drop.
+struct RouteWatch {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl RouteWatch {
+    fn start(ns: &str, file: PathBuf) -> RouteWatch {
+        let out = std::fs::File::create(&file).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "ip", "monitor", "route"])
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        RouteWatch { child, file }
+    }
+
+    /// Every "Deleted" event for exactly `prefix` so far (the monitor must still be running,
+    /// or an empty answer would prove nothing).
+    fn deletions(&mut self, prefix: &str) -> Vec<String> {
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "ip monitor route stopped early"
+        );
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("Deleted ")
+                    .is_some_and(|r| r.split_whitespace().next() == Some(prefix))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for RouteWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// `kill -SIG pid` (a PID the lab recorded).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
+/// Waits (at most `within`) until the supervisor has replaced process `node` (PID `old`) by
+/// a live one; returns its PID.
+fn wait_new_pid(state_dir: &Path, node: &str, old: u32, within: Duration) -> u32 {
+    let start = Instant::now();
+    loop {
+        let p = Pids::load(state_dir).unwrap().unwrap().processes[node].pid;
+        if p != old && alive(p) {
+            return p;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{node} not restarted within {within:?} (pid still {p})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for agent `node`'s process to be replaced by the supervisor (a PID other than
+/// `old`, alive), then for its speaker to report routing converged.
+fn wait_agent_back(state_dir: &Path, node: &str, old: u32) -> u32 {
+    let start = Instant::now();
+    let new = wait_new_pid(state_dir, node, old, Duration::from_secs(5));
+    let socket = state_dir.join(node).join("routelet.sock");
+    loop {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if st["converged"] == true {
+            eprintln!(
+                "agent {node} (pid {new}) converged {:.1} s after its restart",
+                start.elapsed().as_secs_f64()
+            );
+            return new;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent {node} never converged after its restart: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The headline of graceful restart: while ping streams of 100 packets/s run pod -> pod on
+/// the same rack, pod -> pod across racks (VXLAN), from the restarted node's pod outwards and
+/// from the external client through the ToR to the LoadBalancer IP, the agent of n1 (which
+/// hosts the target pod and a LoadBalancer endpoint) is killed with SIGKILL and, once back,
+/// stopped with SIGTERM (an upgrade); the supervisor starts it again each time. Not one
+/// packet may be lost, and neither the ToR nor n2 ever deletes its route to n1's pods (the
+/// helpers keep them; no withdraw-and-re-add flap).
+fn run_restart_lab(tag: &str, tor: &str) {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lab_guard = Guard::new(tag);
+    let (prefix, state_dir, state) = lab_guard.names();
+    let out = routelet(&[
+        "lab",
+        "up",
+        "--prefix",
+        &prefix,
+        "--state-dir",
+        &state,
+        "--tor",
+        tor,
+    ]);
+    assert!(out.status.success(), "{}", show("lab up", &out));
+    let lab = LabState::load(&state_dir).unwrap();
+    let pod = |name: &str| {
+        let p = lab.pods.iter().find(|p| p.name == name).unwrap();
+        (p.netns.clone(), p.ip.to_string())
+    };
+    let (n1p1_ns, n1p1) = pod("n1-p1");
+    let (n2p1_ns, _) = pod("n2-p1");
+    let (n4p1_ns, _) = pod("n4-p1");
+    let (_, n3p1) = pod("n3-p1");
+    let lb = lab.lb_ip.unwrap().to_string();
+    let ext = lab.topology.ext_ns();
+    // At 100-200 packets/s: 20-40 s, longer than both restarts (checked below).
+    const COUNT: u32 = 4000;
+    let started = Instant::now();
+    let n1_pods = "10.244.1.0/24";
+    let mut tor_watch = RouteWatch::start(
+        &lab.topology.tor_ns(),
+        std::env::temp_dir().join(format!("{prefix}-tor-routes.log")),
+    );
+    let mut n2_watch = RouteWatch::start(
+        &lab.topology.node(2).netns,
+        std::env::temp_dir().join(format!("{prefix}-n2-routes.log")),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut streams = vec![
+        ping_stream("n2-p1 -> n1-p1 (same rack)", &n2p1_ns, &n1p1, COUNT),
+        ping_stream("n4-p1 -> n1-p1 (across racks)", &n4p1_ns, &n1p1, COUNT),
+        ping_stream(
+            "n1-p1 -> n3-p1 (from the restarted node)",
+            &n1p1_ns,
+            &n3p1,
+            COUNT,
+        ),
+        ping_stream("ext -> LoadBalancer IP (through the ToR)", &ext, &lb, COUNT),
+    ];
+    std::thread::sleep(Duration::from_secs(3));
+
+    let pid = Pids::load(&state_dir).unwrap().unwrap().processes["n1"].pid;
+    signal(pid, "KILL");
+    let pid = wait_agent_back(&state_dir, "n1", pid);
+    std::thread::sleep(Duration::from_secs(3));
+    signal(pid, "TERM");
+    wait_agent_back(&state_dir, "n1", pid);
+    let restarts_done = started.elapsed();
+    for s in &mut streams {
+        assert!(
+            s.running(),
+            "{} ended before both restarts were done ({restarts_done:?}): make it longer",
+            s.what
+        );
+    }
+    let log = std::fs::read_to_string(lab.topology.logs_dir().join("n1.log")).unwrap_or_default();
+    assert_eq!(
+        log.matches("advertising a restart with forwarding state preserved")
+            .count(),
+        2,
+        "both restarts of n1 must find their kernel routes:\n{log}"
+    );
+
+    let mut lost = Vec::new();
+    for s in streams {
+        let (sent, received, ms, text) = s.finish();
+        eprintln!("{}", text.trim());
+        assert!(sent >= u64::from(COUNT), "{text}");
+        // The stream must be a real one: at least 100 packets/s over its whole length.
+        assert!(sent * 1000 >= 100 * ms, "fewer than 100 packets/s: {text}");
+        if received != sent {
+            lost.push(text);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "packets lost during the agent restarts:\n{}",
+        lost.join("\n")
+    );
+    for (who, w) in [("the ToR", &mut tor_watch), ("n2", &mut n2_watch)] {
+        let d = w.deletions(n1_pods);
+        assert!(d.is_empty(), "{who} deleted its route to n1's pods: {d:?}");
+    }
+}
+
+#[test]
+fn lab_agent_restarts_lose_no_packet() {
+    run_restart_lab("g", "routelet");
+}
+
+#[test]
+fn lab_agent_restarts_lose_no_packet_bird_tor() {
+    run_restart_lab("gb", "bird");
+}
+
+#[test]
+fn lab_agent_restarts_lose_no_packet_frr_tor() {
+    run_restart_lab("gf", "frr");
 }
