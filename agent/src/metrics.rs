@@ -45,6 +45,7 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
     let updates_out = Family::<Labels, Counter>::default();
     let notif_sent = Family::<Labels, Counter>::default();
     let notif_recv = Family::<Labels, Counter>::default();
+    let malformed = Family::<Labels, Counter>::default();
     for n in &status.neighbors {
         let addr = n.address.to_string();
         for s in STATES {
@@ -58,6 +59,15 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         advertised.get_or_create(&l).set(n.advertised as i64);
         updates_in.get_or_create(&l).inc_by(n.updates_received);
         updates_out.get_or_create(&l).inc_by(n.updates_sent);
+        for (action, count) in [
+            ("attribute_discard", n.malformed.attribute_discard),
+            ("treat_as_withdraw", n.malformed.treat_as_withdraw),
+            ("session_reset", n.malformed.session_reset),
+        ] {
+            let mut l = neighbor_labels(&addr);
+            l.push(("action".into(), action.into()));
+            malformed.get_or_create(&l).inc_by(count);
+        }
         for (fam, map) in [
             (&notif_sent, &n.notifications_sent),
             (&notif_recv, &n.notifications_received),
@@ -106,6 +116,11 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         "bgp_notifications_received",
         "NOTIFICATION messages received by code",
         notif_recv,
+    );
+    reg.register(
+        "bgp_malformed_attributes",
+        "Malformed path attributes received, by RFC 7606 action",
+        malformed,
     );
     let rejected = Counter::<u64>::default();
     rejected.inc_by(status.connections_rejected);

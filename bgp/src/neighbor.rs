@@ -30,7 +30,8 @@ use crate::network;
 use crate::packet::SessionCodec;
 use crate::rib::OutBatch;
 use crate::types::{
-    notify, Asn, Family, GracefulRestart, Message, Notification, RouteRefresh, Update,
+    notify, Asn, AttributeError, ErrorAction, Family, GracefulRestart, Message, Notification,
+    RouteRefresh, Update,
 };
 
 /// RFC 4271 session states as shown to operators.
@@ -70,6 +71,10 @@ pub struct NeighborCounters {
     pub notifications_sent: Mutex<Vec<((u8, u8), u64)>>,
     pub notifications_received: Mutex<Vec<((u8, u8), u64)>>,
     pub last_error: Mutex<Option<String>>,
+    /// Malformed path attributes by the RFC 7606 action taken (one per attribute).
+    pub malformed_attribute_discard: AtomicU64,
+    pub malformed_treat_as_withdraw: AtomicU64,
+    pub malformed_session_reset: AtomicU64,
 }
 
 impl NeighborCounters {
@@ -80,6 +85,19 @@ impl NeighborCounters {
                 Some((_, c)) => *c += 1,
                 None => l.push((key, 1)),
             }
+        }
+    }
+
+    /// Count and log the malformed attributes of a received UPDATE (RFC 7606).
+    fn count_malformed(&self, peer: IpAddr, errors: &[AttributeError]) {
+        for e in errors {
+            let counter = match e.action {
+                ErrorAction::AttributeDiscard => &self.malformed_attribute_discard,
+                ErrorAction::TreatAsWithdraw => &self.malformed_treat_as_withdraw,
+                ErrorAction::SessionReset => &self.malformed_session_reset,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, attribute = e.type_code, action = ?e.action, reason = %e.reason, "malformed attribute (RFC 7606)");
         }
     }
 
@@ -471,6 +489,7 @@ impl NeighborTask {
                             self.counters
                                 .updates_received
                                 .fetch_add(1, Ordering::Relaxed);
+                            self.counters.count_malformed(self.cfg.address, &u.errors);
                             self.emit_update(u, &mut conn).await;
                         }
                         Output::RouteRefresh(rr) => {
@@ -527,6 +546,10 @@ impl NeighborTask {
                             Ok(Some(msg)) => Input::Message(msg),
                             Ok(None) => Input::DecodeError(Notification::new(notify::MESSAGE_HEADER_ERROR, notify::BAD_MESSAGE_LENGTH)),
                             Err(e) => {
+                                if e.notification.code == notify::UPDATE_MESSAGE_ERROR {
+                                    // RFC 7606: the malformation left no smaller remedy.
+                                    self.counters.malformed_session_reset.fetch_add(1, Ordering::Relaxed);
+                                }
                                 warn!(peer = %self.cfg.address, error = %e, "malformed message");
                                 Input::DecodeError(e.notification)
                             }

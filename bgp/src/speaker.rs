@@ -648,9 +648,6 @@ impl Core {
                     self.check_converged();
                     return;
                 }
-                for e in &update.errors {
-                    warn!(peer = %addr, attribute = e.type_code, action = ?e.action, reason = %e.reason, "malformed attribute (RFC 7606)");
-                }
                 let outcome = self.rib.apply_update(addr, &update);
                 self.propagate(outcome.changes);
             }

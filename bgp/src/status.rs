@@ -58,6 +58,17 @@ pub struct NeighborStatus {
     /// The peer advertised graceful restart on the current session.
     #[serde(default)]
     pub peer_graceful_restart: bool,
+    /// Malformed path attributes received, by RFC 7606 action.
+    #[serde(default)]
+    pub malformed: MalformedCounts,
+}
+
+/// Malformed path attributes by the RFC 7606 action taken (one count per attribute).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MalformedCounts {
+    pub attribute_discard: u64,
+    pub treat_as_withdraw: u64,
+    pub session_reset: u64,
 }
 
 fn notification_map(list: &std::sync::Mutex<Vec<((u8, u8), u64)>>) -> BTreeMap<String, u64> {
@@ -114,6 +125,11 @@ impl NeighborStatus {
             last_error,
             stale_routes: 0,
             peer_graceful_restart: false,
+            malformed: MalformedCounts {
+                attribute_discard: counters.malformed_attribute_discard.load(Ordering::Relaxed),
+                treat_as_withdraw: counters.malformed_treat_as_withdraw.load(Ordering::Relaxed),
+                session_reset: counters.malformed_session_reset.load(Ordering::Relaxed),
+            },
         }
     }
 }
