@@ -6,14 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bgp::config::{GracefulRestartConfig, NeighborConfig};
+use bgp::config::{BfdTimers, GracefulRestartConfig, NeighborConfig};
 use bgp::types::Prefix;
 use serde::Deserialize;
 
 use crate::config::{
-    common_settings, default_convergence_timeout, default_listen_port, default_max_paths,
-    default_metrics, default_socket, default_true, locate, neighbor_config, ConfigError,
-    GracefulRestartFile, KernelFile, NeighborFile,
+    bfd_timers, common_settings, default_convergence_timeout, default_listen_port,
+    default_max_paths, default_metrics, default_socket, default_true, locate, neighbor_config,
+    BfdFile, ConfigError, GracefulRestartFile, KernelFile, NeighborFile,
 };
 use crate::datapath_config::{self, Backend, CniFile, CrossSubnet, DatapathSettings, VxlanFile};
 
@@ -169,6 +169,9 @@ pub struct MeshFile {
     /// TCP MD5 key for every node-to-node session.
     #[serde(default)]
     pub password: Option<String>,
+    /// BFD on every node-to-node session (as `bfd` of a peer).
+    #[serde(default)]
+    pub bfd: Option<BfdFile>,
 }
 
 impl Default for MeshFile {
@@ -176,6 +179,7 @@ impl Default for MeshFile {
         MeshFile {
             hold_time: default_mesh_hold_time(),
             password: None,
+            bfd: None,
         }
     }
 }
@@ -223,6 +227,7 @@ pub struct AgentSettings {
     pub peers: Vec<NeighborConfig>,
     pub mesh_hold_time: u16,
     pub mesh_password: Option<String>,
+    pub mesh_bfd: Option<BfdTimers>,
     pub kernel: KernelFile,
     pub datapath: DatapathSettings,
 }
@@ -466,6 +471,10 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
         let needle = key.rsplit('.').next().unwrap_or(key);
         invalid(key.into(), &format!("{needle}:"), 0, message)
     })?;
+    let mesh_bfd = bfd_timers(file.mesh.bfd).map_err(|(key, message)| {
+        let needle = key.rsplit('.').next().unwrap_or(key);
+        invalid(format!("mesh.{key}"), &format!("{needle}:"), 0, message)
+    })?;
     let graceful_restart = file.graceful_restart.settings().map_err(|(key, message)| {
         let needle = key.rsplit('.').next().unwrap_or(key);
         invalid(key.into(), &format!("{needle}:"), 0, message)
@@ -495,6 +504,7 @@ pub fn parse_agent(text: &str, path: &Path) -> Result<AgentSettings, ConfigError
         peers,
         mesh_hold_time: file.mesh.hold_time,
         mesh_password: file.mesh.password,
+        mesh_bfd,
         kernel: file.kernel,
     })
 }
@@ -647,6 +657,16 @@ peers:                         # routers every node peers with (the ToR pair, a 
                 "asn: 64512 ",
                 "namespace: Bad_Name\nasn: 64512 ",
                 "`namespace`",
+            ),
+            (
+                "asn: 64512 ",
+                "mesh:\n  bfd:\n    multiplier: 0\nasn: 64512 ",
+                "`mesh.bfd.multiplier`",
+            ),
+            (
+                "asn: 64512 ",
+                "graceful_restart:\n  stale_routes_time: 0\nasn: 64512 ",
+                "`graceful_restart.stale_routes_time`",
             ),
         ];
         for (from, to, expect) in cases {

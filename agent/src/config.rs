@@ -233,7 +233,7 @@ fn default_bfd_multiplier() -> u8 {
 }
 
 /// Validated BFD timers of a neighbor (`None` = off). Err is (field, message).
-fn bfd_timers(b: Option<BfdFile>) -> Result<Option<BfdTimers>, (&'static str, String)> {
+pub(crate) fn bfd_timers(b: Option<BfdFile>) -> Result<Option<BfdTimers>, (&'static str, String)> {
     let t = match b {
         None | Some(BfdFile::Enabled(false)) => return Ok(None),
         Some(BfdFile::Enabled(true)) => BfdTimersFile {

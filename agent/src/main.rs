@@ -94,6 +94,12 @@ enum Lab {
         /// What agents do for nodes on another rack: tunnel (vxlan) or leave it to the ToR.
         #[arg(long, value_enum, default_value_t = lab::topology::CrossSubnet::Vxlan)]
         cross_subnet: lab::topology::CrossSubnet,
+        /// BGP hold time (s) of every node-ToR and node-node session.
+        #[arg(long, default_value_t = lab::topology::DEFAULT_HOLD_TIME)]
+        hold_time: u16,
+        /// BFD (300 ms x 3) on every node-ToR and node-node session (routelet ToR only).
+        #[arg(long)]
+        bfd: bool,
         /// Use this API server instead of starting the stand-in.
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
@@ -240,6 +246,8 @@ fn main() -> ExitCode {
             backend,
             tor,
             cross_subnet,
+            hold_time,
+            bfd,
             kubeconfig,
             state_dir,
             prefix,
@@ -249,6 +257,8 @@ fn main() -> ExitCode {
             backend,
             tor,
             cross_subnet,
+            hold_time,
+            bfd,
             kubeconfig,
             state_dir,
             prefix,

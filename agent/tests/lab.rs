@@ -755,3 +755,100 @@ fn lab_agent_restarts_lose_no_packet_bird_tor() {
 fn lab_agent_restarts_lose_no_packet_frr_tor() {
     run_restart_lab("gf", "frr");
 }
+
+/// Whether `ns` has a route for exactly `prefix`.
+fn has_route(ns: &str, prefix: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "route", "show", "exact", prefix])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// Polls (as fast as `ip` runs, a few ms) until `ns` has no route for `prefix`; the time since
+/// `since`.
+fn time_until_gone(
+    ns: String,
+    prefix: &'static str,
+    since: Instant,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        while since.elapsed() < Duration::from_secs(15) {
+            if !has_route(&ns, prefix) {
+                return Some(since.elapsed());
+            }
+        }
+        None
+    })
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let i = (sorted.len() * p).div_ceil(100).saturating_sub(1);
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Failover timing (a benchmark, not a test: `cargo test -p agent --test lab bench_failover --
+/// --ignored --nocapture`, as root). For each setting (BFD 300 ms x 3 with hold time 9 s; no
+/// BFD with hold time 3 s), 20 times: n1's port on the ToR's rack bridge goes down (n1 is cut
+/// off; nobody sees a carrier change but n1 itself), and the time until the ToR and n2 (same
+/// rack, BGP-learned route) have removed their route to n1's pods is measured; the port comes
+/// back and everything recovers before the next run.
+#[test]
+#[ignore = "benchmark: cargo test -p agent --test lab bench_failover -- --ignored --nocapture"]
+fn bench_failover() {
+    const RUNS: usize = 20;
+    const N1_PODS: &str = "10.244.1.0/24";
+    for (tag, extra) in [("bfd", vec!["--bfd"]), ("hold3", vec!["--hold-time", "3"])] {
+        let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let lab_guard = Guard::new(&format!("b{tag}"));
+        let (prefix, state_dir, state) = lab_guard.names();
+        let mut args = vec!["lab", "up", "--prefix", &prefix, "--state-dir", &state];
+        args.extend(extra.iter().copied());
+        let out = routelet(&args);
+        assert!(out.status.success(), "{}", show("lab up", &out));
+        let lab = LabState::load(&state_dir).unwrap();
+        let tor = lab.topology.tor_ns();
+        let n2 = lab.topology.node(2).netns;
+        let (mut at_tor, mut at_n2) = (Vec::new(), Vec::new());
+        for run in 0..RUNS {
+            // Settled: both have the route, and (BFD) a few seconds for BFD to come Up.
+            let start = Instant::now();
+            while !(has_route(&tor, N1_PODS) && has_route(&n2, N1_PODS)) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "run {run}: routes never came back"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_secs(4));
+            let cut = Instant::now();
+            let ok = Command::new("ip")
+                .args(["-n", &tor, "link", "set", "n1", "down"])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let t = time_until_gone(tor.clone(), N1_PODS, cut);
+            let n = time_until_gone(n2.clone(), N1_PODS, cut);
+            let (t, n) = (t.join().unwrap(), n.join().unwrap());
+            let ok = Command::new("ip")
+                .args(["-n", &tor, "link", "set", "n1", "up"])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            eprintln!("{tag} run {run}: ToR {t:?}, n2 {n:?}");
+            at_tor.push(t.expect("the ToR never removed the route"));
+            at_n2.push(n.expect("n2 never removed the route"));
+        }
+        for (who, v) in [("ToR", &mut at_tor), ("n2", &mut at_n2)] {
+            v.sort();
+            eprintln!(
+                "{tag}: {who}: min {:?} p50 {:?} p90 {:?} p99 {:?} max {:?} ({RUNS} runs)",
+                v[0],
+                percentile(v, 50),
+                percentile(v, 90),
+                percentile(v, 99),
+                v[v.len() - 1]
+            );
+        }
+    }
+}

@@ -242,6 +242,30 @@ fn dual_stack_nodes_peer_per_family_with_local_addresses() {
 }
 
 #[test]
+fn mesh_sessions_carry_the_mesh_bfd_setting() {
+    let mut s = settings();
+    let d = desired_state(&s, &snapshot(vec![node(1), node(2)]), "n1").expect("n1");
+    assert!(
+        d.neighbors.iter().all(|n| n.bfd.is_none()),
+        "off by default"
+    );
+    s.mesh_bfd = Some(bgp::config::BfdTimers::default());
+    let d = desired_state(&s, &snapshot(vec![node(1), node(2)]), "n1").expect("n1");
+    let mesh = d
+        .neighbors
+        .iter()
+        .find(|n| n.address == ip("10.0.0.2"))
+        .expect("mesh session to n2");
+    assert_eq!(mesh.bfd, Some(bgp::config::BfdTimers::default()));
+    let tor = d
+        .neighbors
+        .iter()
+        .find(|n| n.address == ip("192.0.2.1"))
+        .expect("ToR peer");
+    assert_eq!(tor.bfd, None, "external peers have their own bfd setting");
+}
+
+#[test]
 fn external_peers_from_config_and_annotation() {
     let s = settings();
     let mut n1 = node(1);

@@ -73,6 +73,7 @@ pub(super) fn neighbors(
             n.local_address = Some(local);
             n.hold_time = settings.mesh_hold_time;
             n.password = settings.mesh_password.clone();
+            n.bfd = settings.mesh_bfd;
             n.route_reflector_client = rr_client;
             out.insert(remote, n);
         }

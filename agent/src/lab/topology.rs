@@ -74,7 +74,20 @@ pub struct Topology {
     pub tor: Tor,
     #[serde(default)]
     pub cross_subnet: CrossSubnet,
+    /// Hold time of every node-ToR and node-node session (s).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// BFD (300 ms x 3) on every node-ToR and node-node session.
+    #[serde(default)]
+    pub bfd: bool,
     pub state_dir: PathBuf,
+}
+
+/// The lab's BGP hold time unless `--hold-time` says otherwise.
+pub const DEFAULT_HOLD_TIME: u16 = 9;
+
+fn default_hold_time() -> u16 {
+    DEFAULT_HOLD_TIME
 }
 
 /// One node of the lab.
@@ -143,6 +156,8 @@ impl Topology {
             backend,
             tor,
             cross_subnet: CrossSubnet::default(),
+            hold_time: DEFAULT_HOLD_TIME,
+            bfd: false,
             state_dir: state_dir.to_path_buf(),
         })
     }
@@ -266,12 +281,14 @@ impl Topology {
              pod_cidr_source: node_spec\n\
              advertise:\n  cluster_ips: true\n  load_balancer_ips: true\n\
              pools:\n  - name: default\n    cidrs: [{LB_POOL}]\n\
-             mesh:\n  hold_time: 9\n\
+             mesh:\n  hold_time: {hold}\n{mesh_bfd}\
              backend: {backend}\n\
              cross_subnet: {cross}\n\
              interface: eth0\n\
              cni:\n  conf_dir: {conf}\n  data_dir: {data}\n",
             socket = self.agent_socket(i).display(),
+            hold = self.hold_time,
+            mesh_bfd = if self.bfd { "  bfd: true\n" } else { "" },
             backend = self.backend.as_str(),
             cross = self.cross_subnet.as_str(),
             conf = self.cni_conf_dir(i).display(),
@@ -290,8 +307,13 @@ impl Topology {
 
     /// The `routelet.io/peers` annotation of a node: its rack's ToR.
     pub fn peers_annotation(&self, node: &NodeSpec) -> String {
-        serde_json::json!([{"address": node.tor_addr.to_string(), "asn": TOR_ASN, "hold_time": 9}])
-            .to_string()
+        serde_json::json!([{
+            "address": node.tor_addr.to_string(),
+            "asn": TOR_ASN,
+            "hold_time": self.hold_time,
+            "bfd": self.bfd,
+        }])
+        .to_string()
     }
 
     /// The Node object as POSTed (spec, annotations) for node `i`.

@@ -132,8 +132,8 @@ pub fn speaker_yaml(topo: &Topology) -> String {
     );
     for n in topo.node_list() {
         c.push_str(&format!(
-            "  - address: {}\n    asn: {NODE_ASN}\n    hold_time: 9\n    connect_retry: 1\n    export: none\n",
-            n.addr
+            "  - address: {}\n    asn: {NODE_ASN}\n    hold_time: {}\n    connect_retry: 1\n    export: none\n    bfd: {}\n",
+            n.addr, topo.hold_time, topo.bfd
         ));
     }
     c
@@ -151,9 +151,10 @@ pub fn bird_conf(topo: &Topology) -> String {
     );
     for n in topo.node_list() {
         c.push_str(&format!(
-            "protocol bgp {name} {{\n  local as {TOR_ASN};\n  neighbor {addr} as {NODE_ASN};\n  hold time 9;\n  connect delay time 1;\n  connect retry time 3;\n  error wait time 1, 5;\n  ipv4 {{ import all; export none; }};\n}}\n",
+            "protocol bgp {name} {{\n  local as {TOR_ASN};\n  neighbor {addr} as {NODE_ASN};\n  hold time {hold};\n  connect delay time 1;\n  connect retry time 3;\n  error wait time 1, 5;\n  ipv4 {{ import all; export none; }};\n}}\n",
             name = n.name,
-            addr = n.addr
+            addr = n.addr,
+            hold = topo.hold_time
         ));
     }
     c
@@ -168,8 +169,10 @@ pub fn frr_bgpd_conf(topo: &Topology) -> String {
     );
     for n in topo.node_list() {
         c.push_str(&format!(
-            " neighbor {a} remote-as {NODE_ASN}\n neighbor {a} timers 3 9\n neighbor {a} timers connect 2\n",
-            a = n.addr
+            " neighbor {a} remote-as {NODE_ASN}\n neighbor {a} timers {ka} {hold}\n neighbor {a} timers connect 2\n",
+            a = n.addr,
+            ka = (topo.hold_time / 3).max(1),
+            hold = topo.hold_time
         ));
     }
     c.push_str(&format!(

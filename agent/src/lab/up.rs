@@ -40,6 +40,10 @@ pub struct UpOptions {
     pub backend: Backend,
     pub tor: Tor,
     pub cross_subnet: CrossSubnet,
+    /// BGP hold time of every node-ToR and node-node session (3..).
+    pub hold_time: u16,
+    /// BFD on every node-ToR and node-node session (routelet ToR only).
+    pub bfd: bool,
     pub kubeconfig: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub prefix: String,
@@ -93,6 +97,20 @@ pub fn run(opts: &UpOptions) -> Result<(), LabError> {
         &state_dir,
     )?;
     topo.cross_subnet = opts.cross_subnet;
+    if opts.hold_time < 3 {
+        return Err(LabError::Option(format!(
+            "--hold-time {}: must be at least 3 seconds",
+            opts.hold_time
+        )));
+    }
+    topo.hold_time = opts.hold_time;
+    if opts.bfd && opts.tor != Tor::Routelet {
+        return Err(LabError::Option(
+            "--bfd: only with --tor routelet (BFD is not configured on BIRD or FRR ToRs yet)"
+                .into(),
+        ));
+    }
+    topo.bfd = opts.bfd;
     let kubeconfig = opts.kubeconfig.as_deref().map(absolute).transpose()?;
     preflight(&topo, kubeconfig.as_deref())?;
     let exe = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
