@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use interop::bird::{Bird, BirdConfig, BirdNeighbor, BirdPath};
+use interop::exabgp::{Exabgp, ExabgpConfig};
 use interop::frr::{Frr, FrrConfig, FrrNeighbor, FrrPath};
 use interop::gobgp::{Gobgp, GobgpConfig, GobgpNeighbor, GobgpPath};
 use interop::netns::{bridge, veth};
@@ -180,7 +181,6 @@ fn wait_routelet(
 }
 
 /// routelet's status counters for neighbor `peer` reach `received` / `accepted`.
-#[allow(dead_code)]
 fn wait_counts(rl: &Routelet, peer: &str, received: u64, accepted: u64) -> Result<()> {
     wait_until(
         &format!("routelet counts {received} received / {accepted} accepted from {peer}"),
@@ -402,6 +402,437 @@ fn routelet_reflector_keeps_non_client_routes_from_non_clients() -> Result<()> {
                 format!(
                     "the reflector advertises only the client's prefix to non-client {}: {st}",
                     addr(n)
+                ),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+// ------------------------------------------------------------------ routelet as a client
+
+/// Cluster id of the BIRD / FRR / GoBGP reflectors.
+const RR_CLUSTER: &str = "10.255.0.9";
+
+/// The routelet clients of a reflector at 10.0.0.1: A (.2) with the default cluster id, and B
+/// (.4) configured with the reflector's own cluster id (as a second reflector of the same
+/// cluster would be). Each originates its prefix.
+struct RouteletClients {
+    a: Routelet,
+    b: Routelet,
+}
+
+fn start_routelet_clients(lab: &Lab, ns2: &Netns, ns4: &Netns) -> Result<RouteletClients> {
+    let mut a = RouteletConfig::new(&addr(2), AS);
+    a.neighbors.push(RlNeighbor::new(&addr(1), AS));
+    a.originate.push(prefix(2));
+    let mut b = RouteletConfig::new(&addr(4), AS);
+    b.cluster_id = Some(RR_CLUSTER.into());
+    b.neighbors.push(RlNeighbor::new(&addr(1), AS));
+    b.originate.push(prefix(4));
+    Ok(RouteletClients {
+        a: Routelet::start(lab, ns2, "rl-a", &a)?,
+        b: Routelet::start(lab, ns4, "rl-b", &b)?,
+    })
+}
+
+impl RouteletClients {
+    fn established(&self, seen: &mut String) -> Result<bool> {
+        Ok(self.a.established(&addr(1), seen)? && self.b.established(&addr(1), seen)?)
+    }
+
+    /// A learns the other clients' prefixes through the reflector (source 10.0.0.1, next hop the
+    /// originating client) and installs them; B drops both reflected routes, whose
+    /// CLUSTER_LIST holds its own cluster id: received, not accepted, not in its RIB or kernel.
+    /// `echo`: the reflector also sends each client its own route back (FRR does, its clients
+    /// share one update group); A and B must reject it by its ORIGINATOR_ID (their router id).
+    fn check(&self, ns2: &Netns, ns4: &Netns, echo: bool) -> Result<()> {
+        wait_routelet(&self.a, ns2, &prefix(3), &addr(1), &addr(3))?;
+        wait_routelet(&self.a, ns2, &prefix(4), &addr(1), &addr(4))?;
+        let received = if echo { 3 } else { 2 };
+        wait_counts(&self.a, &addr(1), received, 2)?;
+        wait_counts(&self.b, &addr(1), received, 0)?;
+        for (rl, own) in [(&self.a, prefix(2)), (&self.b, prefix(4))] {
+            let e = rl.rib_entry(&own)?.unwrap_or_default();
+            ensure(
+                e["source"] == "local",
+                format!("own prefix stays local: {e}"),
+            )?;
+        }
+        let mut seen = String::new();
+        for p in [prefix(2), prefix(3)] {
+            ensure(
+                !self.b.rib_has(&p, &mut seen)?
+                    && !ns4.has_kernel_route(&p, RT_PROTO, &mut seen)?,
+                format!("B (cluster id {RR_CLUSTER}) must drop the reflected {p}: {seen}"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn reflector_clients(me: u8) -> impl Iterator<Item = u8> {
+    [2u8, 3, 4].into_iter().filter(move |n| *n != me)
+}
+
+/// BIRD reflector (10.0.0.1, `rr client`, `rr cluster id 10.255.0.9`) with routelet clients
+/// A and B and a BIRD client (.3).
+#[test]
+fn routelet_is_a_client_of_a_bird_reflector() -> Result<()> {
+    Lab::run("rrcb", |lab| {
+        let seg = Segment::new(lab)?;
+        let (ns1, ns2, ns3, ns4) = (
+            seg.node(lab, 1)?,
+            seg.node(lab, 2)?,
+            seg.node(lab, 3)?,
+            seg.node(lab, 4)?,
+        );
+        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
+        let mut rr = BirdConfig::new(&addr(1), AS);
+        rr.cluster_id = Some(RR_CLUSTER.into());
+        for n in reflector_clients(1) {
+            let mut nb = BirdNeighbor::new(&format!("c{n}"), &addr(n), AS);
+            nb.rr_client = true;
+            rr.neighbors.push(nb);
+        }
+        let rr = Bird::start(lab, &ns1, "bird-rr", &rr)?;
+        let c = Bird::start(lab, &ns3, "bird-c", &bird_client(3, &[1]))?;
+        wait_until("all sessions established", SESSION_UP, |seen| {
+            Ok(rls.established(seen)?
+                && rr.established("c2", seen)?
+                && rr.established("c3", seen)?
+                && rr.established("c4", seen)?
+                && c.established("rr1", seen)?)
+        })?;
+        wait_bird(
+            &c,
+            &ns3,
+            &Reflected {
+                prefix: &prefix(2),
+                from: "rr1",
+                originator: &addr(2),
+                cluster_list: &[RR_CLUSTER],
+                next_hop: &addr(2),
+            },
+        )?;
+        rls.check(&ns2, &ns4, false)
+    })
+}
+
+/// FRR reflector (10.0.0.1, `route-reflector-client`, `bgp cluster-id 10.255.0.9`) with
+/// routelet clients A and B and an FRR client (.3).
+#[test]
+fn routelet_is_a_client_of_an_frr_reflector() -> Result<()> {
+    Lab::run("rrcf", |lab| {
+        let seg = Segment::new(lab)?;
+        let (ns1, ns2, ns3, ns4) = (
+            seg.node(lab, 1)?,
+            seg.node(lab, 2)?,
+            seg.node(lab, 3)?,
+            seg.node(lab, 4)?,
+        );
+        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
+        let mut rr = FrrConfig::new(&addr(1), AS);
+        rr.cluster_id = Some(RR_CLUSTER.into());
+        for n in reflector_clients(1) {
+            let mut nb = FrrNeighbor::new(&addr(n), AS);
+            nb.rr_client = true;
+            rr.neighbors.push(nb);
+        }
+        let rr = Frr::start(lab, &ns1, "frr-rr", &rr)?;
+        let c = Frr::start(lab, &ns3, "frr-c", &frr_client(3, &[1]))?;
+        wait_until("all sessions established", SESSION_UP, |seen| {
+            Ok(rls.established(seen)?
+                && rr.established(&addr(2), seen)?
+                && rr.established(&addr(3), seen)?
+                && rr.established(&addr(4), seen)?
+                && c.established(&addr(1), seen)?)
+        })?;
+        wait_frr(
+            &c,
+            &ns3,
+            &Reflected {
+                prefix: &prefix(2),
+                from: &addr(1),
+                originator: &addr(2),
+                cluster_list: &[RR_CLUSTER],
+                next_hop: &addr(2),
+            },
+        )?;
+        rls.check(&ns2, &ns4, true)
+    })
+}
+
+/// GoBGP reflector (10.0.0.1, `route-reflector-client = true`, `route-reflector-cluster-id =
+/// 10.255.0.9`) with routelet clients A and B and a GoBGP client (.3).
+#[test]
+fn routelet_is_a_client_of_a_gobgp_reflector() -> Result<()> {
+    Lab::run("rrcg", |lab| {
+        let seg = Segment::new(lab)?;
+        let (ns1, ns2, ns3, ns4) = (
+            seg.node(lab, 1)?,
+            seg.node(lab, 2)?,
+            seg.node(lab, 3)?,
+            seg.node(lab, 4)?,
+        );
+        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
+        let rr = GobgpConfig {
+            router_id: addr(1),
+            asn: AS,
+            neighbors: reflector_clients(1)
+                .map(|n| {
+                    let mut nb = GobgpNeighbor::new(&addr(n), AS);
+                    nb.rr_client = true;
+                    nb.rr_cluster_id = Some(RR_CLUSTER.into());
+                    nb
+                })
+                .collect(),
+        };
+        let rr = Gobgp::start(lab, &ns1, "gobgp-rr", &rr)?;
+        let c = start_gobgp(lab, &ns3, 3, vec![GobgpNeighbor::new(&addr(1), AS)])?;
+        wait_until("all sessions established", SESSION_UP, |seen| {
+            Ok(rls.established(seen)?
+                && rr.established(&addr(2), seen)?
+                && rr.established(&addr(3), seen)?
+                && rr.established(&addr(4), seen)?
+                && c.established(&addr(1), seen)?)
+        })?;
+        wait_gobgp(
+            &c,
+            &Reflected {
+                prefix: &prefix(2),
+                from: &addr(1),
+                originator: &addr(2),
+                cluster_list: &[RR_CLUSTER],
+                next_hop: &addr(2),
+            },
+        )?;
+        rls.check(&ns2, &ns4, false)
+    })
+}
+
+// ------------------------------------------------------------------ two reflectors, one cluster
+
+/// routelet reflectors RR1 (.1) and RR2 (.2) with the same cluster id, a BIRD client (.3) and an
+/// FRR client (.4) each peering with both. Every client gets the other's route from both
+/// reflectors (CLUSTER_LIST exactly [cluster id]); with `peering`, RR1 and RR2 are iBGP
+/// non-clients of each other and each rejects what the other reflects (its own cluster id in
+/// the CLUSTER_LIST): received 2, accepted 0. When RR1 stops (graceful restart off: its routes
+/// are withdrawn at once), the clients keep the routes through RR2.
+fn two_reflectors_one_cluster(lab: &Lab, peering: bool) -> Result<()> {
+    let seg = Segment::new(lab)?;
+    let (ns1, ns2, ns3, ns4) = (
+        seg.node(lab, 1)?,
+        seg.node(lab, 2)?,
+        seg.node(lab, 3)?,
+        seg.node(lab, 4)?,
+    );
+    let rr_cfg = |me: u8, other: u8| {
+        let mut c = RouteletConfig::new(&addr(me), AS);
+        c.cluster_id = Some(RL_CLUSTER.into());
+        c.graceful_restart = Some(false);
+        c.neighbors = vec![rl_client(3), rl_client(4)];
+        if peering {
+            c.neighbors.push(RlNeighbor::new(&addr(other), AS));
+        }
+        c
+    };
+    let mut rr1 = Routelet::start(lab, &ns1, "rr1", &rr_cfg(1, 2))?;
+    let rr2 = Routelet::start(lab, &ns2, "rr2", &rr_cfg(2, 1))?;
+    let bird = Bird::start(lab, &ns3, "bird", &bird_client(3, &[1, 2]))?;
+    let frr = Frr::start(lab, &ns4, "frr", &frr_client(4, &[1, 2]))?;
+    wait_until("all sessions established", SESSION_UP, |seen| {
+        let mut up = true;
+        for (rr, other) in [(&rr1, 2u8), (&rr2, 1u8)] {
+            up &= rr.established(&addr(3), seen)? && rr.established(&addr(4), seen)?;
+            if peering {
+                up &= rr.established(&addr(other), seen)?;
+            }
+        }
+        Ok(up
+            && bird.established("rr1", seen)?
+            && bird.established("rr2", seen)?
+            && frr.established(&addr(1), seen)?
+            && frr.established(&addr(2), seen)?)
+    })?;
+    for (rr, name) in [(1u8, "rr1"), (2u8, "rr2")] {
+        wait_bird(
+            &bird,
+            &ns3,
+            &Reflected {
+                prefix: &prefix(4),
+                from: name,
+                originator: &addr(4),
+                cluster_list: &[RL_CLUSTER],
+                next_hop: &addr(4),
+            },
+        )?;
+        wait_frr(
+            &frr,
+            &ns4,
+            &Reflected {
+                prefix: &prefix(3),
+                from: &addr(rr),
+                originator: &addr(3),
+                cluster_list: &[RL_CLUSTER],
+                next_hop: &addr(3),
+            },
+        )?;
+    }
+    for (rr, ns, other) in [(&rr1, &ns1, 2u8), (&rr2, &ns2, 1u8)] {
+        wait_routelet(rr, ns, &prefix(3), &addr(3), &addr(3))?;
+        wait_routelet(rr, ns, &prefix(4), &addr(4), &addr(4))?;
+        if peering {
+            // The other reflector's copies carry our cluster id: kept out of the Loc-RIB.
+            wait_counts(rr, &addr(other), 2, 0)?;
+        }
+    }
+    // Only one path per client prefix at each reflector: the client's own.
+    for rr in [&rr1, &rr2] {
+        for p in [prefix(3), prefix(4)] {
+            let e = rr.rib_entry(&p)?.unwrap_or_default();
+            ensure(
+                e["reason"] == "only_path",
+                format!("{p} at a reflector: {e}"),
+            )?;
+        }
+    }
+
+    rr1.daemon.stop();
+    wait_until(
+        "with RR1 gone, BIRD keeps FRR's route through RR2 only",
+        ROUTE_UP,
+        |seen| {
+            let paths = bird.route_paths(&prefix(4))?;
+            seen.push_str(&format!("{paths:#?}\n"));
+            Ok(paths.len() == 1 && paths.iter().all(|p| p.proto == "rr2"))
+        },
+    )?;
+    wait_until(
+        "with RR1 gone, FRR keeps BIRD's route through RR2 only",
+        ROUTE_UP,
+        |seen| {
+            let paths = frr.bgp_paths(&prefix(3))?;
+            seen.push_str(&format!("{paths:#?}\n"));
+            Ok(paths.len() == 1
+                && paths
+                    .iter()
+                    .all(|p| p.peer.as_deref() == Some(addr(2).as_str())))
+        },
+    )?;
+    let mut seen = String::new();
+    ensure(
+        ns3.has_kernel_route(&prefix(4), "bird", &mut seen)?
+            && ns4.has_kernel_route(&prefix(3), "bgp", &mut seen)?,
+        format!("both clients still route to each other: {seen}"),
+    )
+}
+
+#[test]
+fn two_routelet_reflectors_sharing_a_cluster_id_not_peering() -> Result<()> {
+    Lab::run("rr2n", |lab| two_reflectors_one_cluster(lab, false))
+}
+
+#[test]
+fn two_routelet_reflectors_sharing_a_cluster_id_peering() -> Result<()> {
+    Lab::run("rr2p", |lab| two_reflectors_one_cluster(lab, true))
+}
+
+// ------------------------------------------------------------------ loop checks, crafted peer
+
+/// ExaBGP (10.0.0.2, route-reflector client of routelet 10.0.0.1, cluster id 10.255.0.1)
+/// announces routes with crafted ORIGINATOR_ID / CLUSTER_LIST; a BIRD client (.3) watches what
+/// routelet reflects. Looped routes (ORIGINATOR_ID = routelet's router id; routelet's cluster
+/// id anywhere in the CLUSTER_LIST) are counted as received but not accepted, stay out of the
+/// RIB, the kernel and the reflected set, and are logged; the session stays up; the other
+/// routes are accepted and reflected with ORIGINATOR_ID kept and the cluster id prepended.
+#[test]
+fn looped_routes_from_a_crafted_peer_are_dropped() -> Result<()> {
+    const OWN_ORIGINATOR: &str = "10.251.0.0/24";
+    const OWN_CLUSTER: &str = "10.251.1.0/24";
+    const OWN_CLUSTER_SECOND: &str = "10.251.2.0/24";
+    const PLAIN: &str = "10.251.3.0/24";
+    const OTHER_CLUSTER: &str = "10.251.4.0/24";
+    Lab::run("rrloop", |lab| {
+        let seg = Segment::new(lab)?;
+        let (ns1, ns2, ns3) = (seg.node(lab, 1)?, seg.node(lab, 2)?, seg.node(lab, 3)?);
+        let mut rcfg = RouteletConfig::new(&addr(1), AS);
+        rcfg.cluster_id = Some(RL_CLUSTER.into());
+        rcfg.neighbors = vec![rl_client(2), rl_client(3)];
+        let rl = Routelet::start(lab, &ns1, "rr", &rcfg)?;
+        let mut ecfg = ExabgpConfig::new(&addr(2), AS, &addr(1), AS);
+        ecfg.routes = vec![
+            format!("{OWN_ORIGINATOR} originator-id {}", addr(1)),
+            format!("{OWN_CLUSTER} cluster-list [ {RL_CLUSTER} ]"),
+            format!("{OWN_CLUSTER_SECOND} cluster-list [ 10.255.9.9 {RL_CLUSTER} ]"),
+            PLAIN.to_string(),
+            format!("{OTHER_CLUSTER} originator-id 10.0.0.99 cluster-list [ 10.255.9.9 ]"),
+        ];
+        let exa = Exabgp::start(lab, &ns2, "exabgp", &ecfg)?;
+        let bird = Bird::start(lab, &ns3, "bird", &bird_client(3, &[1]))?;
+        wait_until("all sessions established", SESSION_UP, |seen| {
+            let v = exa.view()?;
+            seen.push_str(&format!("exabgp states {:?}\n", v.states));
+            Ok(v.up()
+                && rl.established(&addr(2), seen)?
+                && rl.established(&addr(3), seen)?
+                && bird.established("rr1", seen)?)
+        })?;
+        wait_counts(&rl, &addr(2), 5, 2)?;
+        wait_routelet(&rl, &ns1, PLAIN, &addr(2), &addr(2))?;
+        wait_routelet(&rl, &ns1, OTHER_CLUSTER, &addr(2), &addr(2))?;
+        wait_bird(
+            &bird,
+            &ns3,
+            &Reflected {
+                prefix: PLAIN,
+                from: "rr1",
+                originator: &addr(2),
+                cluster_list: &[RL_CLUSTER],
+                next_hop: &addr(2),
+            },
+        )?;
+        wait_bird(
+            &bird,
+            &ns3,
+            &Reflected {
+                prefix: OTHER_CLUSTER,
+                from: "rr1",
+                originator: "10.0.0.99",
+                cluster_list: &[RL_CLUSTER, "10.255.9.9"],
+                next_hop: &addr(2),
+            },
+        )?;
+        let looped = [OWN_ORIGINATOR, OWN_CLUSTER, OWN_CLUSTER_SECOND];
+        holds_for(
+            "looped routes stay out, the session stays up",
+            QUIET,
+            |seen| {
+                let n = rl.neighbor(&addr(2))?.unwrap_or_default();
+                seen.push_str(&format!("{n}\n"));
+                let mut ok = n["state"] == "established"
+                    && n["established_transitions"] == 1
+                    && n["received"] == 5
+                    && n["accepted"] == 2;
+                for p in looped {
+                    ok &= !rl.rib_has(p, seen)?
+                        && !ns1.has_kernel_route(p, RT_PROTO, seen)?
+                        && !bird.has_route(p, None, seen)?;
+                }
+                Ok(ok)
+            },
+        )?;
+        let log = std::fs::read_to_string(rl.daemon.log_path())
+            .map_err(|e| interop::LabError::io("read routelet log", e))?;
+        for (what, needle) in [("ORIGINATOR_ID", "originator"), ("CLUSTER_LIST", "cluster")] {
+            ensure(
+                log.lines().any(|l| {
+                    let l = l.to_lowercase();
+                    l.contains("loop check") && l.contains(&addr(2)) && l.contains(needle)
+                }),
+                format!(
+                    "routelet's log should name the {what} loop from {}:\n{log}",
+                    addr(2)
                 ),
             )?;
         }
