@@ -839,3 +839,89 @@ fn looped_routes_from_a_crafted_peer_are_dropped() -> Result<()> {
         Ok(())
     })
 }
+
+// ------------------------------------------------------------------ config generators
+
+/// The RR options of the config generators pass the daemons' own parsers (as
+/// `interop_harness.rs` does for the plain configs; parse-only, no namespaces).
+#[test]
+fn rr_configs_pass_the_daemons_parsers() -> Result<()> {
+    let dir = std::env::temp_dir().join(interop::unique_name("rrparse"));
+    std::fs::create_dir_all(&dir).map_err(|e| interop::LabError::io("mkdir", e))?;
+    let write = |name: &str, text: &str| -> Result<std::path::PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| interop::LabError::io("write", e))?;
+        Ok(p)
+    };
+    let result = (|| -> Result<()> {
+        let mut b = BirdConfig::new(&addr(1), AS);
+        b.cluster_id = Some(RR_CLUSTER.into());
+        let mut bn = BirdNeighbor::new("c2", &addr(2), AS);
+        bn.rr_client = true;
+        b.neighbors.push(bn);
+        b.neighbors.push(BirdNeighbor::new("n3", &addr(3), AS));
+        let text = b.render();
+        ensure(
+            text.contains("rr client;") && text.contains(&format!("rr cluster id {RR_CLUSTER};")),
+            format!("BIRD render: {text}"),
+        )?;
+        interop::run(
+            std::process::Command::new("bird")
+                .args(["-p", "-c"])
+                .arg(write("bird.conf", &text)?),
+        )?;
+
+        let mut f = FrrConfig::new(&addr(1), AS);
+        f.cluster_id = Some(RR_CLUSTER.into());
+        let mut fnb = FrrNeighbor::new(&addr(2), AS);
+        fnb.rr_client = true;
+        f.neighbors.push(fnb);
+        let text = f.render_bgpd("t");
+        ensure(
+            text.contains(&format!("neighbor {} route-reflector-client", addr(2)))
+                && text.contains(&format!("bgp cluster-id {RR_CLUSTER}")),
+            format!("FRR render: {text}"),
+        )?;
+        let out = interop::run_output(
+            std::process::Command::new(interop::frr::BGPD)
+                .args(["-C", "-f"])
+                .arg(write("bgpd.conf", &text)?),
+        )?;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure(
+            out.status.success() && !log.contains("No such command") && !log.contains("[EC "),
+            format!("bgpd -C complained:\n{log}\nconfig:\n{text}"),
+        )?;
+
+        let mut gn = GobgpNeighbor::new(&addr(2), AS);
+        gn.rr_client = true;
+        gn.rr_cluster_id = Some(RR_CLUSTER.into());
+        let g = GobgpConfig {
+            router_id: addr(1),
+            asn: AS,
+            neighbors: vec![gn],
+        };
+        interop::run(
+            std::process::Command::new("gobgpd")
+                .args(["-t", "toml", "-d", "-f"])
+                .arg(write("gobgp.toml", &g.render())?),
+        )?;
+
+        let mut r = RouteletConfig::new(&addr(1), AS);
+        r.cluster_id = Some(RL_CLUSTER.into());
+        r.neighbors.push(rl_client(2));
+        let text = r.render("/s");
+        let v: serde_json::Value = serde_norway::from_str(&text)
+            .map_err(|e| interop::LabError::Check(format!("YAML does not parse: {e}\n{text}")))?;
+        ensure(
+            v["cluster_id"] == RL_CLUSTER && v["neighbors"][0]["route_reflector_client"] == true,
+            format!("routelet render: {text}"),
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
