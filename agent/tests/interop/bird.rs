@@ -1,5 +1,6 @@
 //! BIRD 2 in a namespace: config generator, foreground start (`bird -f`), `birdc` probes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -19,6 +20,9 @@ pub struct BirdNeighbor {
     /// Channels on this session.
     pub ipv4: bool,
     pub ipv6: bool,
+    /// iBGP route-reflector client of this BIRD (`rr client;`): BGP-learned routes are exported
+    /// too (reflection), and without `next hop self` (a reflector keeps the next hop).
+    pub rr_client: bool,
 }
 
 impl BirdNeighbor {
@@ -33,6 +37,7 @@ impl BirdNeighbor {
             passive: false,
             ipv4: !address.contains(':'),
             ipv6: address.contains(':'),
+            rr_client: false,
         }
     }
 }
@@ -46,6 +51,9 @@ pub struct BirdConfig {
     pub statics: Vec<String>,
     /// Kernel table export filter; `None` = everything except direct (interface) routes.
     pub kernel_export: Option<String>,
+    /// Route-reflector cluster id (`rr cluster id` in every BGP protocol; `None` = BIRD's
+    /// default, the router id).
+    pub cluster_id: Option<String>,
 }
 
 impl BirdConfig {
@@ -56,6 +64,7 @@ impl BirdConfig {
             neighbors: Vec::new(),
             statics: Vec::new(),
             kernel_export: None,
+            cluster_id: None,
         }
     }
 
@@ -99,8 +108,18 @@ impl BirdConfig {
             if let Some(pw) = &n.password {
                 c.push_str(&format!("  password \"{pw}\";\n"));
             }
+            if let Some(id) = &self.cluster_id {
+                c.push_str(&format!("  rr cluster id {id};\n"));
+            }
+            if n.rr_client {
+                c.push_str("  rr client;\n");
+            }
             for (on, chan) in [(n.ipv4, "ipv4"), (n.ipv6, "ipv6")] {
-                if on {
+                if on && n.rr_client {
+                    c.push_str(&format!(
+                        "  {chan} {{ import all; export where source = RTS_STATIC || source = RTS_BGP; }};\n"
+                    ));
+                } else if on {
                     let nhs = if ibgp { " next hop self;" } else { "" };
                     c.push_str(&format!(
                         "  {chan} {{ import all; export where source = RTS_STATIC;{nhs} }};\n"
@@ -187,6 +206,14 @@ impl Bird {
         Ok(routes.iter().any(|r| same_prefix(r, prefix)))
     }
 
+    /// Every path BIRD has for exactly `prefix` (`show route PREFIX all`), with its `BGP.*`
+    /// attributes.
+    pub fn route_paths(&self, prefix: &str) -> Result<Vec<BirdPath>> {
+        Ok(parse_show_route_all(
+            &self.birdc(&["show", "route", prefix, "all"])?,
+        ))
+    }
+
     /// `show route count` -> number of routes (all tables).
     pub fn route_count(&self) -> Result<u64> {
         let out = self.birdc(&["show", "route", "count"])?;
@@ -195,6 +222,58 @@ impl Bird {
             .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
             .sum())
     }
+}
+
+/// One path of `birdc show route ... all`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BirdPath {
+    /// The protocol it came from (`[NAME time]`).
+    pub proto: String,
+    /// `via ADDR` gateway, if any.
+    pub via: Option<String>,
+    /// `BGP.NAME: VALUE` lines, NAME without the `BGP.` prefix (e.g. "originator_id").
+    pub bgp: BTreeMap<String, String>,
+}
+
+impl BirdPath {
+    /// A `BGP.*` attribute as printed (e.g. "10.0.0.2"), if present.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.bgp.get(name).map(String::as_str)
+    }
+
+    /// `BGP.cluster_list` as a list (BIRD prints the ids space-separated); empty if absent.
+    pub fn cluster_list(&self) -> Vec<String> {
+        self.attr("cluster_list")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Paths from `birdc show route ... all` output: a path starts with a line holding
+/// `[PROTO ...]` (the first path's line starts with the prefix, further paths' lines with
+/// spaces); its `via` and attribute lines are indented with a tab.
+pub fn parse_show_route_all(out: &str) -> Vec<BirdPath> {
+    let mut paths: Vec<BirdPath> = Vec::new();
+    for line in out.lines() {
+        if line.starts_with('\t') {
+            let Some(p) = paths.last_mut() else { continue };
+            let l = line.trim();
+            if let Some(rest) = l.strip_prefix("via ") {
+                p.via = rest.split_whitespace().next().map(str::to_string);
+            } else if let Some(rest) = l.strip_prefix("BGP.") {
+                if let Some((k, v)) = rest.split_once(':') {
+                    p.bgp.insert(k.trim().to_string(), v.trim().to_string());
+                }
+            }
+        } else if let Some((_, after)) = line.split_once('[') {
+            let proto = after.split_whitespace().next().unwrap_or("").to_string();
+            paths.push(BirdPath {
+                proto,
+                ..BirdPath::default()
+            });
+        }
+    }
+    paths
 }
 
 /// Prefixes from `birdc show route` output: lines that start with a prefix (continuation lines

@@ -23,6 +23,8 @@ pub struct FrrNeighbor {
     pub ipv6: bool,
     /// Extra `neighbor ADDR ...` lines, e.g. "capability extended-nexthop".
     pub extra: Vec<String>,
+    /// `neighbor ADDR route-reflector-client` in each activated address family.
+    pub rr_client: bool,
 }
 
 impl FrrNeighbor {
@@ -36,6 +38,7 @@ impl FrrNeighbor {
             ipv4: !address.contains(':'),
             ipv6: address.contains(':'),
             extra: Vec::new(),
+            rr_client: false,
         }
     }
 }
@@ -47,6 +50,8 @@ pub struct FrrConfig {
     pub neighbors: Vec<FrrNeighbor>,
     /// Prefixes originated with `network` (import-check off: no IGP route needed).
     pub networks: Vec<String>,
+    /// `bgp cluster-id` (`None` = FRR's default, the router id).
+    pub cluster_id: Option<String>,
 }
 
 impl FrrConfig {
@@ -56,6 +61,7 @@ impl FrrConfig {
             asn,
             neighbors: Vec::new(),
             networks: Vec::new(),
+            cluster_id: None,
         }
     }
 
@@ -67,6 +73,9 @@ impl FrrConfig {
             asn = self.asn,
             rid = self.router_id
         );
+        if let Some(id) = &self.cluster_id {
+            c.push_str(&format!(" bgp cluster-id {id}\n"));
+        }
         for n in &self.neighbors {
             let a = &n.address;
             c.push_str(&format!(" neighbor {a} remote-as {}\n", n.asn));
@@ -97,6 +106,12 @@ impl FrrConfig {
                 .filter(|n| if v6 { n.ipv6 } else { n.ipv4 })
             {
                 c.push_str(&format!("  neighbor {} activate\n", n.address));
+                if n.rr_client {
+                    c.push_str(&format!(
+                        "  neighbor {} route-reflector-client\n",
+                        n.address
+                    ));
+                }
             }
             c.push_str(" exit-address-family\n");
         }
@@ -289,6 +304,13 @@ impl Frr {
         Ok(p.iter().any(|x| super::same_prefix(x, prefix)))
     }
 
+    /// Every path of `prefix` in FRR's BGP table (`show bgp AF unicast PREFIX json`).
+    pub fn bgp_paths(&self, prefix: &str) -> Result<Vec<FrrPath>> {
+        let af = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        let v = self.vtysh_json(&format!("show bgp {af} unicast {prefix} json"))?;
+        Ok(parse_bgp_paths(&v))
+    }
+
     /// True if zebra has `prefix` as an installed (FIB) route.
     pub fn zebra_has(&self, prefix: &str, seen: &mut String) -> Result<bool> {
         let cmd = if prefix.contains(':') {
@@ -312,4 +334,69 @@ impl Frr {
         ));
         Ok(installed)
     }
+}
+
+/// One path of `show bgp AF unicast PREFIX json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrrPath {
+    /// `peer.peerId`: the neighbor it came from.
+    pub peer: Option<String>,
+    /// `nexthops[].ip`.
+    pub next_hops: Vec<String>,
+    /// `originatorId`.
+    pub originator_id: Option<String>,
+    /// `clusterList.list` (FRR 8.4; a plain array is read too); empty if absent.
+    pub cluster_list: Vec<String>,
+    pub best: bool,
+}
+
+/// The `paths` of FRR's per-prefix JSON (an empty or prefix-less answer gives no paths).
+pub fn parse_bgp_paths(v: &serde_json::Value) -> Vec<FrrPath> {
+    let strs = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    v.get("paths")
+        .and_then(|p| p.as_array())
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| {
+                    let cl = p.get("clusterList");
+                    FrrPath {
+                        peer: p
+                            .pointer("/peer/peerId")
+                            .and_then(|x| x.as_str())
+                            .map(str::to_string),
+                        next_hops: p
+                            .get("nexthops")
+                            .and_then(|n| n.as_array())
+                            .map(|n| {
+                                n.iter()
+                                    .filter_map(|h| h.get("ip").and_then(|i| i.as_str()))
+                                    .map(str::to_string)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        originator_id: p
+                            .get("originatorId")
+                            .and_then(|x| x.as_str())
+                            .map(str::to_string),
+                        cluster_list: if cl.is_some_and(|c| c.is_array()) {
+                            strs(cl)
+                        } else {
+                            strs(cl.and_then(|c| c.get("list")))
+                        },
+                        best: p.pointer("/bestpath/overall").and_then(|b| b.as_bool())
+                            == Some(true),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

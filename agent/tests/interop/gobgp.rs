@@ -20,6 +20,11 @@ pub struct GobgpNeighbor {
     pub passive: bool,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// `[neighbors.route-reflector.config] route-reflector-client = true`.
+    pub rr_client: bool,
+    /// `route-reflector-cluster-id` of an `rr_client` neighbor (GoBGP keeps the cluster id per
+    /// neighbor; `None` = its default, the router id).
+    pub rr_cluster_id: Option<String>,
 }
 
 impl GobgpNeighbor {
@@ -32,6 +37,8 @@ impl GobgpNeighbor {
             passive: false,
             ipv4: !address.contains(':'),
             ipv6: address.contains(':'),
+            rr_client: false,
+            rr_cluster_id: None,
         }
     }
 }
@@ -64,6 +71,14 @@ impl GobgpConfig {
             ));
             if n.passive {
                 c.push_str("  [neighbors.transport.config]\n    passive-mode = true\n");
+            }
+            if n.rr_client {
+                c.push_str(
+                    "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n",
+                );
+                if let Some(id) = &n.rr_cluster_id {
+                    c.push_str(&format!("    route-reflector-cluster-id = \"{id}\"\n"));
+                }
             }
             for (on, name) in [(n.ipv4, "ipv4-unicast"), (n.ipv6, "ipv6-unicast")] {
                 if on {
@@ -188,6 +203,20 @@ impl Gobgp {
         Ok(rib.iter().any(|p| same_prefix(p, prefix)))
     }
 
+    /// Every path of `prefix` in the global RIB with its next hop, ORIGINATOR_ID and
+    /// CLUSTER_LIST (from `global rib -j`: attribute type 9 and 10).
+    pub fn rib_paths(&self, prefix: &str) -> Result<Vec<GobgpPath>> {
+        let out = if prefix.contains(':') {
+            self.cli(&["global", "rib", "-a", "ipv6", "-j"])?
+        } else {
+            self.cli(&["global", "rib", "-j"])?
+        };
+        Ok(parse_rib_paths(
+            &parse_json("gobgp global rib -j", &out)?,
+            prefix,
+        ))
+    }
+
     /// Neighbor of a RIB entry: `neighbor-ip` of the paths for `prefix` (None if local).
     pub fn rib_sources(&self, prefix: &str) -> Result<Vec<String>> {
         let v = parse_json("gobgp global rib -j", &self.cli(&["global", "rib", "-j"])?)?;
@@ -203,4 +232,74 @@ impl Gobgp {
             })
             .collect())
     }
+}
+
+/// One path of `gobgp global rib -j`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GobgpPath {
+    /// `neighbor-ip` (absent for local routes).
+    pub neighbor: Option<String>,
+    /// NEXT_HOP (type 3) or MP_REACH next hop (type 14).
+    pub next_hop: Option<String>,
+    /// ORIGINATOR_ID (type 9).
+    pub originator_id: Option<String>,
+    /// CLUSTER_LIST (type 10); empty if absent.
+    pub cluster_list: Vec<String>,
+}
+
+/// The paths of `prefix` in `gobgp global rib -j` output (prefix -> [path]).
+pub fn parse_rib_paths(v: &serde_json::Value, prefix: &str) -> Vec<GobgpPath> {
+    v.as_object()
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter(|(k, _)| same_prefix(k, prefix))
+        .flat_map(|(_, paths)| paths.as_array().cloned().unwrap_or_default())
+        .map(|p| {
+            let mut out = GobgpPath {
+                neighbor: p
+                    .get("neighbor-ip")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string),
+                ..GobgpPath::default()
+            };
+            for a in p
+                .get("attrs")
+                .and_then(|a| a.as_array())
+                .into_iter()
+                .flatten()
+            {
+                match a.get("type").and_then(|t| t.as_u64()) {
+                    Some(3) => {
+                        out.next_hop = a
+                            .get("nexthop")
+                            .and_then(|n| n.as_str())
+                            .map(str::to_string)
+                    }
+                    Some(14) => {
+                        out.next_hop = a
+                            .get("nexthop")
+                            .and_then(|n| n.as_str())
+                            .map(str::to_string)
+                    }
+                    Some(9) => {
+                        out.originator_id =
+                            a.get("value").and_then(|n| n.as_str()).map(str::to_string)
+                    }
+                    Some(10) => {
+                        out.cluster_list = a
+                            .get("value")
+                            .and_then(|l| l.as_array())
+                            .map(|l| {
+                                l.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    }
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect()
 }

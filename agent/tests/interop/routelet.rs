@@ -73,6 +73,8 @@ pub struct RouteletConfig {
     pub graceful_restart: Option<bool>,
     /// `graceful_restart.restart_time` (`None` = the default).
     pub restart_time: Option<u16>,
+    /// Route-reflector `cluster_id` (`None` = not rendered: the default, the router id).
+    pub cluster_id: Option<String>,
 }
 
 /// A YAML (JSON-compatible) quoted string.
@@ -95,6 +97,7 @@ impl RouteletConfig {
             kernel_table: 254,
             graceful_restart: None,
             restart_time: None,
+            cluster_id: None,
         }
     }
 
@@ -114,6 +117,9 @@ impl RouteletConfig {
             q(self.metrics_address.as_deref().unwrap_or(""))
         ));
         c.push_str(&format!("max_paths: {}\n", self.max_paths));
+        if let Some(id) = &self.cluster_id {
+            c.push_str(&format!("cluster_id: {}\n", q(id)));
+        }
         c.push_str("neighbors:\n");
         if self.neighbors.is_empty() {
             c.truncate(c.len() - 1);

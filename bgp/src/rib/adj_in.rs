@@ -20,6 +20,20 @@ pub(super) enum Reject {
     ClusterList,
 }
 
+impl Reject {
+    fn describe(self) -> &'static str {
+        match self {
+            Reject::AsPath => "own ASN in AS_PATH",
+            Reject::OriginatorId => "ORIGINATOR_ID is our router id",
+            Reject::ClusterList => "our cluster id in CLUSTER_LIST",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
 /// What the loop checks of the import rules compare against.
 #[derive(Debug, Clone, Copy)]
 struct LoopCheck {
@@ -169,7 +183,9 @@ impl Rib {
                 let import_all = self
                     .peer(from)
                     .is_some_and(|p| p.import == super::RouteFilter::All);
-                let accepted = import_all && self.import_check(attrs, ebgp).is_none();
+                let reject = self.import_check(attrs, ebgp);
+                let accepted = import_all && reject.is_none();
+                let mut looped: Option<(usize, Prefix)> = None;
                 for reach in &update.reach {
                     let mut a = attrs.clone();
                     a.next_hop = Some(reach.next_hop);
@@ -192,9 +208,16 @@ impl Rib {
                         } else {
                             out.rejected += 1;
                         }
+                        if reject.is_some() {
+                            let l = looped.get_or_insert((0, prefix.trunc()));
+                            l.0 += 1;
+                        }
                         self.announce(pid, prefix.trunc(), &arc, accepted, &mut changes);
                     }
                     self.interner.release(arc);
+                }
+                if let (Some(reason), Some((count, example))) = (reject, looped) {
+                    self.log_loop(pid, from, reason, count, example);
                 }
             }
             _ => {
@@ -208,6 +231,28 @@ impl Rib {
         }
         out.changes = changes;
         out
+    }
+
+    /// Says that `count` prefixes of one UPDATE from `from` failed the loop check: at info
+    /// level the first time per kind of loop and session, at debug level afterwards (a second
+    /// reflector of the same cluster rejects every route its peer reflects: no flood).
+    fn log_loop(&mut self, pid: u32, from: IpAddr, reason: Reject, count: usize, example: Prefix) {
+        let first = match self.peers.get_mut(pid as usize) {
+            Some(Some(slot)) => {
+                let first = slot.loops_logged & reason.bit() == 0;
+                slot.loops_logged |= reason.bit();
+                first
+            }
+            _ => false,
+        };
+        if first {
+            tracing::info!(peer = %from, reason = reason.describe(), prefixes = count, %example,
+                "routes rejected by the loop check: kept in the Adj-RIB-In, not used \
+                 (received, not accepted); more of this kind from this peer: debug level");
+        } else {
+            tracing::debug!(peer = %from, reason = reason.describe(), prefixes = count, %example,
+                "routes rejected by the loop check");
+        }
     }
 
     fn announce(

@@ -101,6 +101,8 @@ pub(super) struct PeerSlot {
     pub(super) ebgp: bool,
     pub(super) received: usize,
     pub(super) accepted: usize,
+    /// Loop-check rejections already logged at info level on this session (bit per kind).
+    pub(super) loops_logged: u8,
 }
 
 /// The best path of a prefix as seen from outside.
@@ -205,6 +207,7 @@ impl Rib {
             ebgp,
             received: 0,
             accepted: 0,
+            loops_logged: 0,
         };
         let address = slot.info.address;
         let idx = match self.free_slots.pop() {
