@@ -46,6 +46,7 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
     let notif_sent = Family::<Labels, Counter>::default();
     let notif_recv = Family::<Labels, Counter>::default();
     let malformed = Family::<Labels, Counter>::default();
+    let looped = Family::<Labels, Counter>::default();
     for n in &status.neighbors {
         let addr = n.address.to_string();
         for s in STATES {
@@ -59,14 +60,31 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         advertised.get_or_create(&l).set(n.advertised as i64);
         updates_in.get_or_create(&l).inc_by(n.updates_received);
         updates_out.get_or_create(&l).inc_by(n.updates_sent);
-        for (action, count) in [
-            ("attribute_discard", n.malformed.attribute_discard),
-            ("treat_as_withdraw", n.malformed.treat_as_withdraw),
-            ("session_reset", n.malformed.session_reset),
+        for (fam, key, counts) in [
+            (
+                &malformed,
+                "action",
+                [
+                    ("attribute_discard", n.malformed.attribute_discard),
+                    ("treat_as_withdraw", n.malformed.treat_as_withdraw),
+                    ("session_reset", n.malformed.session_reset),
+                ],
+            ),
+            (
+                &looped,
+                "check",
+                [
+                    ("as_path", n.loop_rejected.as_path),
+                    ("originator_id", n.loop_rejected.originator_id),
+                    ("cluster_list", n.loop_rejected.cluster_list),
+                ],
+            ),
         ] {
-            let mut l = neighbor_labels(&addr);
-            l.push(("action".into(), action.into()));
-            malformed.get_or_create(&l).inc_by(count);
+            for (value, count) in counts {
+                let mut l = neighbor_labels(&addr);
+                l.push((key.into(), value.into()));
+                fam.get_or_create(&l).inc_by(count);
+            }
         }
         for (fam, map) in [
             (&notif_sent, &n.notifications_sent),
@@ -121,6 +139,11 @@ pub fn render(status: &SpeakerStatus, fib: Option<&FibStats>) -> String {
         "bgp_malformed_attributes",
         "Malformed path attributes received, by RFC 7606 action",
         malformed,
+    );
+    reg.register(
+        "bgp_loop_rejected_prefixes",
+        "Prefixes received that failed a loop check (kept, not used), by check",
+        looped,
     );
     let rejected = Counter::<u64>::default();
     rejected.inc_by(status.connections_rejected);

@@ -813,7 +813,10 @@ fn looped_routes_from_a_crafted_peer_are_dropped() -> Result<()> {
                 let mut ok = n["state"] == "established"
                     && n["established_transitions"] == 1
                     && n["received"] == 5
-                    && n["accepted"] == 2;
+                    && n["accepted"] == 2
+                    && n["loop_rejected"]["originator_id"] == 1
+                    && n["loop_rejected"]["cluster_list"] == 2
+                    && n["loop_rejected"]["as_path"] == 0;
                 for p in looped {
                     ok &= !rl.rib_has(p, seen)?
                         && !ns1.has_kernel_route(p, RT_PROTO, seen)?

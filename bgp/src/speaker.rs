@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::bfd::{Bfd, BfdEvent, BfdPeerConfig, BfdState};
 use crate::config::{NeighborConfig, SpeakerConfig};
@@ -31,8 +31,8 @@ use crate::neighbor::{
 };
 use crate::neighbor_plan::{plan_neighbor_changes, SoftChange};
 use crate::network::BgpListener;
-use crate::rib::{AdjRibOut, LocRibChange, PeerInfo, Rib, RouteFilter};
-use crate::status::{NeighborStatus, RouteStatus, SpeakerStatus};
+use crate::rib::{AdjRibOut, LocRibChange, PeerInfo, Reject, Rib, RouteFilter};
+use crate::status::{LoopCounts, NeighborStatus, RouteStatus, SpeakerStatus};
 use crate::types::{notify, Family, Notification, PathAttributes, Prefix};
 
 /// What the core tells its consumer (the FIB writer).
@@ -358,6 +358,8 @@ struct Established {
     peer_graceful_restart: Option<crate::types::GracefulRestart>,
     /// Our End-of-RIBs wait until routing has converged (we are restarting).
     eor_deferred: bool,
+    /// Kinds of loop rejection already logged at info level on this session.
+    loops_logged: Vec<Reject>,
 }
 
 impl Established {
@@ -405,6 +407,8 @@ struct Peer {
     last_down: Option<String>,
     /// Routes kept from the peer's previous session (graceful restart helper).
     stale: Option<StaleRoutes>,
+    /// Prefixes rejected by the loop checks, by check.
+    loops: LoopCounts,
 }
 
 impl Peer {
@@ -417,6 +421,7 @@ impl Peer {
             established: None,
             last_down: None,
             stale: None,
+            loops: LoopCounts::default(),
         }
     }
 }
@@ -649,6 +654,25 @@ impl Core {
                     return;
                 }
                 let outcome = self.rib.apply_update(addr, &update);
+                if let Some(l) = outcome.looped {
+                    peer.loops.add(l.reason, l.prefixes);
+                    // Info once per kind and session, then debug: a second reflector of the
+                    // same cluster rejects everything its peer reflects.
+                    let first = peer.established.as_mut().is_some_and(|e| {
+                        let first = !e.loops_logged.contains(&l.reason);
+                        if first {
+                            e.loops_logged.push(l.reason);
+                        }
+                        first
+                    });
+                    if first {
+                        info!(peer = %addr, reason = l.reason.describe(), prefixes = l.prefixes, example = %l.example,
+                            "routes rejected by the loop check: kept in the Adj-RIB-In, not used; more of this kind from this peer at debug level");
+                    } else {
+                        debug!(peer = %addr, reason = l.reason.describe(), prefixes = l.prefixes, example = %l.example,
+                            "routes rejected by the loop check");
+                    }
+                }
                 self.propagate(outcome.changes);
             }
             NeighborEvent::RouteRefresh(rr) => {
@@ -1102,6 +1126,7 @@ impl Core {
                     st.stale_routes = self.rib.stale_paths(p.cfg.address);
                 }
                 st.peer_graceful_restart = est.is_some_and(|e| e.peer_graceful_restart.is_some());
+                st.loop_rejected = p.loops;
                 st
             })
             .collect();
@@ -1153,6 +1178,7 @@ fn established_peer(cfg: &NeighborConfig, info: EstablishedInfo) -> Established 
         hold_time: neg.hold_time,
         peer_graceful_restart: neg.peer_graceful_restart,
         eor_deferred: false,
+        loops_logged: Vec::new(),
     }
 }
 

@@ -61,6 +61,32 @@ pub struct NeighborStatus {
     /// Malformed path attributes received, by RFC 7606 action.
     #[serde(default)]
     pub malformed: MalformedCounts,
+    /// Prefixes received that failed a loop check (kept, not used), by check.
+    #[serde(default)]
+    pub loop_rejected: LoopCounts,
+}
+
+/// Prefixes rejected by the import loop checks, by check (cumulative).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoopCounts {
+    /// eBGP: our ASN in the AS_PATH.
+    pub as_path: u64,
+    /// iBGP: ORIGINATOR_ID is our router id.
+    pub originator_id: u64,
+    /// iBGP: our cluster id in the CLUSTER_LIST.
+    pub cluster_list: u64,
+}
+
+impl LoopCounts {
+    /// Adds `n` prefixes rejected for `reason`.
+    pub fn add(&mut self, reason: crate::rib::Reject, n: usize) {
+        let c = match reason {
+            crate::rib::Reject::AsPath => &mut self.as_path,
+            crate::rib::Reject::OriginatorId => &mut self.originator_id,
+            crate::rib::Reject::ClusterList => &mut self.cluster_list,
+        };
+        *c = c.saturating_add(n as u64);
+    }
 }
 
 /// Malformed path attributes by the RFC 7606 action taken (one count per attribute).
@@ -125,6 +151,7 @@ impl NeighborStatus {
             last_error,
             stale_routes: 0,
             peer_graceful_restart: false,
+            loop_rejected: LoopCounts::default(),
             malformed: MalformedCounts {
                 attribute_discard: counters.malformed_attribute_discard.load(Ordering::Relaxed),
                 treat_as_withdraw: counters.malformed_treat_as_withdraw.load(Ordering::Relaxed),

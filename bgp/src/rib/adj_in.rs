@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::best_path::{self, Env};
-use super::loc_rib::{Rib, UpdateOutcome};
+use super::loc_rib::{LoopRejection, Rib, UpdateOutcome};
 use super::{LocRibChange, PeerInfo, RouteFilter};
 use crate::types::{Family, PathAttributes, Prefix, Update};
 
 /// Which loop check of the import rules rejected a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Reject {
+pub enum Reject {
     /// eBGP: our ASN is in the AS_PATH.
     AsPath,
     /// iBGP: ORIGINATOR_ID is our router id.
@@ -21,16 +21,12 @@ pub(super) enum Reject {
 }
 
 impl Reject {
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Reject::AsPath => "own ASN in AS_PATH",
             Reject::OriginatorId => "ORIGINATOR_ID is our router id",
             Reject::ClusterList => "our cluster id in CLUSTER_LIST",
         }
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
     }
 }
 
@@ -217,7 +213,11 @@ impl Rib {
                     self.interner.release(arc);
                 }
                 if let (Some(reason), Some((count, example))) = (reject, looped) {
-                    self.log_loop(pid, from, reason, count, example);
+                    out.looped = Some(LoopRejection {
+                        reason,
+                        prefixes: count,
+                        example,
+                    });
                 }
             }
             _ => {
@@ -231,28 +231,6 @@ impl Rib {
         }
         out.changes = changes;
         out
-    }
-
-    /// Says that `count` prefixes of one UPDATE from `from` failed the loop check: at info
-    /// level the first time per kind of loop and session, at debug level afterwards (a second
-    /// reflector of the same cluster rejects every route its peer reflects: no flood).
-    fn log_loop(&mut self, pid: u32, from: IpAddr, reason: Reject, count: usize, example: Prefix) {
-        let first = match self.peers.get_mut(pid as usize) {
-            Some(Some(slot)) => {
-                let first = slot.loops_logged & reason.bit() == 0;
-                slot.loops_logged |= reason.bit();
-                first
-            }
-            _ => false,
-        };
-        if first {
-            tracing::info!(peer = %from, reason = reason.describe(), prefixes = count, %example,
-                "routes rejected by the loop check: kept in the Adj-RIB-In, not used \
-                 (received, not accepted); more of this kind from this peer: debug level");
-        } else {
-            tracing::debug!(peer = %from, reason = reason.describe(), prefixes = count, %example,
-                "routes rejected by the loop check");
-        }
     }
 
     fn announce(

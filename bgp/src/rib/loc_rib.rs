@@ -101,8 +101,6 @@ pub(super) struct PeerSlot {
     pub(super) ebgp: bool,
     pub(super) received: usize,
     pub(super) accepted: usize,
-    /// Loop-check rejections already logged at info level on this session (bit per kind).
-    pub(super) loops_logged: u8,
 }
 
 /// The best path of a prefix as seen from outside.
@@ -134,6 +132,17 @@ pub struct UpdateOutcome {
     pub end_of_rib: Option<Family>,
     /// The sender is not an established peer (peer_up missing): nothing was applied.
     pub unknown_peer: bool,
+    /// The UPDATE's paths failed a loop check (kept in the Adj-RIB-In, not used).
+    pub looped: Option<LoopRejection>,
+}
+
+/// Prefixes of one UPDATE rejected by a loop check of the import rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopRejection {
+    pub reason: super::adj_in::Reject,
+    pub prefixes: usize,
+    /// One of them, for the log.
+    pub example: Prefix,
 }
 
 /// Adj-RIBs-In + Loc-RIB of the speaker. Owned by the event loop; every method is pure.
@@ -207,7 +216,6 @@ impl Rib {
             ebgp,
             received: 0,
             accepted: 0,
-            loops_logged: 0,
         };
         let address = slot.info.address;
         let idx = match self.free_slots.pop() {

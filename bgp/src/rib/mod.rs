@@ -26,8 +26,9 @@ use std::sync::Arc;
 
 use crate::types::{Asn, Family, NextHop, PathAttributes, Prefix};
 
+pub use adj_in::Reject;
 pub use adj_out::{AdjRibOut, OutBatch};
-pub use loc_rib::{BestView, Rib, UpdateOutcome};
+pub use loc_rib::{BestView, LoopRejection, Rib, UpdateOutcome};
 
 /// Where a path came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
