@@ -77,10 +77,15 @@ fn restarted_with_forwarding_state(rl: &Routelet) -> Result<()> {
     )
 }
 
-/// Waits until routelet `b`'s status of neighbor 10.0.0.1 satisfies `ok`.
-fn wait_view(b: &Routelet, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
+/// Waits until routelet `b`'s status of `neighbor` satisfies `ok`.
+fn wait_view(
+    b: &Routelet,
+    neighbor: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<()> {
     wait_until(what, UP, |seen| {
-        let n = b.neighbor(R4)?.unwrap_or_default();
+        let n = b.neighbor(neighbor)?.unwrap_or_default();
         seen.push_str(&format!("{n}\n"));
         Ok(ok(&n))
     })?;
@@ -105,11 +110,11 @@ fn routelet_helper_keeps_routes_across_kill_and_restart() -> Result<()> {
         let mon_a = RouteMonitor::start(lab, &pair.r, "mon-a")?;
         a.daemon.signal("KILL")?;
         a.daemon.stop();
-        wait_view(&b, "b keeps a's route as stale", |n| {
+        wait_view(&b, R4, "b keeps a's route as stale", |n| {
             n["stale_routes"] == 1 && n["state"] != "established"
         })?;
         let a2 = start_again(lab, &pair.r, "a2")?;
-        wait_view(&b, "b: a is back, nothing stale", |n| {
+        wait_view(&b, R4, "b: a is back, nothing stale", |n| {
             n["state"] == "established" && n["stale_routes"] == 0
         })?;
         restarted_with_forwarding_state(&a2)?;
@@ -134,12 +139,12 @@ fn sigterm_is_a_graceful_restart_for_the_routelet_helper() -> Result<()> {
         let mon_b = RouteMonitor::start(lab, &pair.p, "mon-b")?;
         let mon_a = RouteMonitor::start(lab, &pair.r, "mon-a")?;
         a.daemon.signal("TERM")?;
-        wait_view(&b, "b keeps a's route after a's Cease", |n| {
+        wait_view(&b, R4, "b keeps a's route after a's Cease", |n| {
             n["stale_routes"] == 1 && n["notifications_received"]["6/2"] == 1
         })?;
         a.daemon.stop();
         let a2 = start_again(lab, &pair.r, "a2")?;
-        wait_view(&b, "b: a is back, nothing stale", |n| {
+        wait_view(&b, R4, "b: a is back, nothing stale", |n| {
             n["state"] == "established" && n["stale_routes"] == 0
         })?;
         restarted_with_forwarding_state(&a2)?;
@@ -157,7 +162,9 @@ fn routes_of_a_peer_that_stays_away_go_after_its_restart_time() -> Result<()> {
         wait_routes(&pair, RT_PROTO)?;
         a.daemon.signal("KILL")?;
         a.daemon.stop();
-        wait_view(&b, "b keeps a's route as stale", |n| n["stale_routes"] == 1)?;
+        wait_view(&b, R4, "b keeps a's route as stale", |n| {
+            n["stale_routes"] == 1
+        })?;
         let took = wait_until("b removes a's route after 3 s", UP, |seen| {
             Ok(!pair.p.has_kernel_route(RL_PREFIX, RT_PROTO, seen)?)
         })?;
@@ -264,6 +271,53 @@ fn frr_helper_keeps_routes_across_routelet_kill_and_restart() -> Result<()> {
             "bgp",
             |seen| frr.established(R4, seen),
             |seen| frr.bgp_has(RL_PREFIX, seen),
+        )
+    })
+}
+
+/// routelet as the helper of a restarting BIRD (`graceful restart on`): `birdc graceful
+/// restart` stops BIRD without flushing its peers, BIRD starts again with `-R`; routelet keeps
+/// BIRD's route (stale) the whole time, its kernel never deletes it, and nothing is stale once
+/// BIRD's End-of-RIB has arrived.
+#[test]
+fn routelet_helper_keeps_routes_of_a_restarting_bird() -> Result<()> {
+    Lab::run("grbirdrs", |lab| {
+        let pair = Pair::new(lab)?;
+        let rl = Routelet::start(lab, &pair.r, "a", &restarting_routelet(None))?;
+        let mut bcfg = BirdConfig::new(P4, 65002);
+        let mut n = BirdNeighbor::new("rl", R4, 65001);
+        n.graceful_restart = true;
+        bcfg.neighbors.push(n);
+        bcfg.statics.push(PEER_PREFIX.to_string());
+        let mut bird = Bird::start(lab, &pair.p, "bird", &bcfg)?;
+        wait_routes(&pair, "bird")?;
+        let mon = RouteMonitor::start(lab, &pair.r, "mon-a")?;
+        bird.birdc(&["graceful", "restart"])?;
+        wait_until("BIRD exited", UP, |seen| {
+            seen.push_str("waiting for BIRD to exit after `graceful restart`\n");
+            Ok(bird.daemon.check_running().is_err())
+        })?;
+        bird.daemon.stop();
+        wait_view(&rl, P4, "routelet keeps BIRD's route as stale", |n| {
+            n["stale_routes"] == 1 && n["state"] != "established"
+        })?;
+        let bird2 = Bird::start_with(lab, &pair.p, "bird2", &bcfg, &["-R"])?;
+        wait_view(&rl, P4, "BIRD is back, nothing stale", |n| {
+            n["state"] == "established" && n["stale_routes"] == 0
+        })?;
+        let mut seen = String::new();
+        ensure(
+            bird2.established("rl", &mut seen)?
+                && pair.r.has_kernel_route(PEER_PREFIX, RT_PROTO, &mut seen)?,
+            format!("BIRD's route still in routelet's kernel: {seen}"),
+        )?;
+        let d = mon.deletions(PEER_PREFIX);
+        ensure(
+            d.is_empty(),
+            format!(
+                "routelet's kernel lost {PEER_PREFIX} during BIRD's restart: {d:?}\n{}",
+                mon.log()
+            ),
         )
     })
 }

@@ -23,6 +23,9 @@ pub struct BirdNeighbor {
     /// iBGP route-reflector client of this BIRD (`rr client;`): BGP-learned routes are exported
     /// too (reflection), and without `next hop self` (a reflector keeps the next hop).
     pub rr_client: bool,
+    /// `graceful restart on;` (BIRD then restarts gracefully on `birdc graceful restart` and
+    /// a start with `-R`); off = BIRD's default, helper only ("aware").
+    pub graceful_restart: bool,
 }
 
 impl BirdNeighbor {
@@ -38,6 +41,7 @@ impl BirdNeighbor {
             ipv4: !address.contains(':'),
             ipv6: address.contains(':'),
             rr_client: false,
+            graceful_restart: false,
         }
     }
 }
@@ -114,6 +118,9 @@ impl BirdConfig {
             if n.rr_client {
                 c.push_str("  rr client;\n");
             }
+            if n.graceful_restart {
+                c.push_str("  graceful restart on;\n");
+            }
             for (on, chan) in [(n.ipv4, "ipv4"), (n.ipv6, "ipv6")] {
                 if on && n.rr_client {
                     c.push_str(&format!(
@@ -141,6 +148,17 @@ pub struct Bird {
 impl Bird {
     /// Writes the config into the lab dir and starts `bird -f -c CONF -s SOCK -P PID` in `ns`.
     pub fn start(lab: &Lab, ns: &Netns, name: &str, cfg: &BirdConfig) -> Result<Bird> {
+        Bird::start_with(lab, ns, name, cfg, &[])
+    }
+
+    /// `start` with extra `bird` arguments (e.g. `-R`: graceful restart recovery).
+    pub fn start_with(
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        cfg: &BirdConfig,
+        extra: &[&str],
+    ) -> Result<Bird> {
         let conf = lab.write(&format!("{name}.conf"), &cfg.render())?;
         // Validate first: a config error is then reported clearly instead of as a dead daemon.
         run(Command::new("bird").args(["-p", "-c"]).arg(&conf))?;
@@ -149,13 +167,9 @@ impl Bird {
         let conf_s = conf.to_string_lossy().into_owned();
         let sock_s = socket.to_string_lossy().into_owned();
         let pid_s = pid.to_string_lossy().into_owned();
-        let daemon = Daemon::spawn(
-            lab,
-            ns,
-            name,
-            &["bird", "-f", "-c", &conf_s, "-s", &sock_s, "-P", &pid_s],
-            &[],
-        )?;
+        let mut argv = vec!["bird", "-f", "-c", &conf_s, "-s", &sock_s, "-P", &pid_s];
+        argv.extend_from_slice(extra);
+        let daemon = Daemon::spawn(lab, ns, name, &argv, &[])?;
         let mut bird = Bird { daemon, socket };
         super::wait_until(
             &format!("{name} control socket"),
