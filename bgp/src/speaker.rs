@@ -362,22 +362,31 @@ struct Established {
     loops_logged: Vec<Reject>,
 }
 
-impl Established {
-    /// Families whose routes we keep as stale when this session ends with graceful restart:
-    /// those negotiated and listed in the peer's capability (RFC 4724 4.2).
-    fn graceful_families(&self) -> Vec<Family> {
-        self.peer_graceful_restart
-            .as_ref()
-            .map(|gr| {
-                gr.families
-                    .iter()
-                    .map(|(f, _)| *f)
-                    .filter(|f| self.families.contains(f))
-                    .collect()
-            })
-            .unwrap_or_default()
+/// What to keep when a session ends (graceful restart helper, RFC 4724 4.2): the families
+/// both negotiated and listed in the peer's capability, for the peer's restart time; `None`
+/// (remove everything now) when the end does not qualify (`graceful`), the peer advertised no
+/// capability, a restart time of 0, or no family we negotiated.
+fn stale_plan(
+    peer_gr: Option<&crate::types::GracefulRestart>,
+    negotiated: &[Family],
+    graceful: bool,
+) -> Option<(Vec<Family>, Duration)> {
+    let gr = peer_gr.filter(|gr| graceful && gr.restart_time > 0)?;
+    let mut families: Vec<Family> = gr
+        .families
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| negotiated.contains(f))
+        .collect();
+    families.sort();
+    families.dedup();
+    if families.is_empty() {
+        return None;
     }
+    Some((families, Duration::from_secs(u64::from(gr.restart_time))))
+}
 
+impl Established {
     /// The peer set the Restart State bit: it is restarting too, so convergence does not wait
     /// for its End-of-RIB (RFC 4724 4.1), which it sends only after ours.
     fn peer_restarting(&self) -> bool {
@@ -934,23 +943,22 @@ impl Core {
         let Some(est) = peer.established.take() else {
             return;
         };
-        let restart_time = est
-            .peer_graceful_restart
-            .as_ref()
-            .map_or(0, |gr| gr.restart_time);
-        let families = est.graceful_families();
         // `graceful` is only ever set when we advertised graceful restart ourselves.
-        let helper = down.graceful && restart_time > 0 && !families.is_empty();
-        if !helper {
+        let plan = stale_plan(
+            est.peer_graceful_restart.as_ref(),
+            &est.families,
+            down.graceful,
+        );
+        let Some((families, restart_time)) = plan else {
             peer.stale = None;
             let changes = self.rib.peer_down(addr);
             self.propagate(changes);
             return;
-        }
+        };
         let changes = self.rib.mark_stale(addr, &families);
         info!(
             peer = %addr,
-            restart_time,
+            restart_time = restart_time.as_secs(),
             stale = self.rib.stale_paths(addr),
             reason = %down.reason,
             "graceful restart: keeping the peer's routes as stale until it is back"
@@ -958,7 +966,7 @@ impl Core {
         if let Some(peer) = self.peers.get_mut(&addr) {
             peer.stale = Some(StaleRoutes {
                 families,
-                deadline: Instant::now() + Duration::from_secs(u64::from(restart_time)),
+                deadline: Instant::now() + restart_time,
             });
         }
         self.propagate(changes);
@@ -1218,6 +1226,57 @@ mod tests {
             .into_iter()
             .map(|n| (n.address.to_string(), n.asn))
             .collect()
+    }
+
+    /// Which session ends keep which families, for how long (nonsense capabilities included).
+    #[test]
+    fn stale_plan_follows_the_peer_capability() {
+        use crate::types::GracefulRestart;
+        let v4 = Family::Ipv4Unicast;
+        let v6 = Family::Ipv6Unicast;
+        let gr = |time: u16, families: Vec<(Family, bool)>| GracefulRestart {
+            restart_state: false,
+            notification: true,
+            restart_time: time,
+            families,
+        };
+        let both = gr(120, vec![(v4, true), (v6, false)]);
+        assert_eq!(
+            stale_plan(Some(&both), &[v4, v6], true),
+            Some((vec![v4, v6], Duration::from_secs(120))),
+            "F bits do not matter when the session ends, only at its return"
+        );
+        assert_eq!(
+            stale_plan(Some(&both), &[v4], true),
+            Some((vec![v4], Duration::from_secs(120))),
+            "only negotiated families"
+        );
+        assert_eq!(
+            stale_plan(Some(&both), &[v4, v6], false),
+            None,
+            "not graceful"
+        );
+        assert_eq!(stale_plan(None, &[v4], true), None, "no capability");
+        assert_eq!(
+            stale_plan(Some(&gr(0, vec![(v4, true)])), &[v4], true),
+            None,
+            "restart time 0: nothing to wait for"
+        );
+        assert_eq!(
+            stale_plan(Some(&gr(120, vec![])), &[v4], true),
+            None,
+            "a capability listing no family"
+        );
+        assert_eq!(
+            stale_plan(Some(&gr(120, vec![(v6, true)])), &[v4], true),
+            None,
+            "only families the session does not carry"
+        );
+        assert_eq!(
+            stale_plan(Some(&gr(4095, vec![(v4, true), (v4, false)])), &[v4], true),
+            Some((vec![v4], Duration::from_secs(4095))),
+            "a family listed twice counts once; the largest restart time"
+        );
     }
 
     #[tokio::test]
