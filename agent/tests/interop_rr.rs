@@ -475,91 +475,169 @@ fn reflector_clients(me: u8) -> impl Iterator<Item = u8> {
     [2u8, 3, 4].into_iter().filter(move |n| *n != me)
 }
 
+/// A third-party reflector at 10.0.0.1 (cluster id 10.255.0.9) with a client of its own kind
+/// at .3, as the "routelet is a client" tests drive it.
+trait ReflectorUnderTest {
+    /// The reflector's sessions to .2, .3, .4 and the own-kind client's to .1 are up.
+    fn sessions_up(&self, seen: &mut String) -> Result<bool>;
+    /// The own-kind client has `r` as reflected by the reflector.
+    fn client_has(&self, r: &Reflected<'_>) -> Result<()>;
+    /// How the own-kind client names the reflector (`Reflected::from`).
+    fn from(&self) -> String;
+}
+
+struct BirdReflector<'a> {
+    rr: Bird,
+    c: Bird,
+    ns3: &'a Netns,
+}
+
+impl ReflectorUnderTest for BirdReflector<'_> {
+    fn sessions_up(&self, seen: &mut String) -> Result<bool> {
+        Ok(self.rr.established("c2", seen)?
+            && self.rr.established("c3", seen)?
+            && self.rr.established("c4", seen)?
+            && self.c.established("rr1", seen)?)
+    }
+    fn client_has(&self, r: &Reflected<'_>) -> Result<()> {
+        wait_bird(&self.c, self.ns3, r)
+    }
+    fn from(&self) -> String {
+        "rr1".into()
+    }
+}
+
+struct FrrReflector<'a> {
+    rr: Frr,
+    c: Frr,
+    ns3: &'a Netns,
+}
+
+impl ReflectorUnderTest for FrrReflector<'_> {
+    fn sessions_up(&self, seen: &mut String) -> Result<bool> {
+        Ok(self.rr.established(&addr(2), seen)?
+            && self.rr.established(&addr(3), seen)?
+            && self.rr.established(&addr(4), seen)?
+            && self.c.established(&addr(1), seen)?)
+    }
+    fn client_has(&self, r: &Reflected<'_>) -> Result<()> {
+        wait_frr(&self.c, self.ns3, r)
+    }
+    fn from(&self) -> String {
+        addr(1)
+    }
+}
+
+struct GobgpReflector {
+    rr: Gobgp,
+    c: Gobgp,
+}
+
+impl ReflectorUnderTest for GobgpReflector {
+    fn sessions_up(&self, seen: &mut String) -> Result<bool> {
+        Ok(self.rr.established(&addr(2), seen)?
+            && self.rr.established(&addr(3), seen)?
+            && self.rr.established(&addr(4), seen)?
+            && self.c.established(&addr(1), seen)?)
+    }
+    fn client_has(&self, r: &Reflected<'_>) -> Result<()> {
+        wait_gobgp(&self.c, r)
+    }
+    fn from(&self) -> String {
+        addr(1)
+    }
+}
+
+/// Routelet clients A (.2) and B (.4, the reflector's cluster id) of the reflector `start`
+/// builds in .1 with its own client in .3: the own-kind client gets A's prefix with the
+/// reflection attributes, and A and B handle what is reflected to them (see
+/// `RouteletClients::check`; `echo`: the reflector sends each client its own route back).
+fn routelet_as_client<'n>(
+    lab: &Lab,
+    nss: &'n [Netns; 4],
+    start: impl FnOnce(&Netns, &'n Netns) -> Result<Box<dyn ReflectorUnderTest + 'n>>,
+    echo: bool,
+) -> Result<()> {
+    let [ns1, ns2, ns3, ns4] = nss;
+    let rls = start_routelet_clients(lab, ns2, ns4)?;
+    let rr = start(ns1, ns3)?;
+    wait_until("all sessions established", SESSION_UP, |seen| {
+        Ok(rls.established(seen)? && rr.sessions_up(seen)?)
+    })?;
+    rr.client_has(&Reflected {
+        prefix: &prefix(2),
+        from: &rr.from(),
+        originator: &addr(2),
+        cluster_list: &[RR_CLUSTER],
+        next_hop: &addr(2),
+    })?;
+    rls.check(ns2, ns4, echo)
+}
+
+fn four_nodes(lab: &Lab, seg: &Segment) -> Result<[Netns; 4]> {
+    Ok([
+        seg.node(lab, 1)?,
+        seg.node(lab, 2)?,
+        seg.node(lab, 3)?,
+        seg.node(lab, 4)?,
+    ])
+}
+
 /// BIRD reflector (10.0.0.1, `rr client`, `rr cluster id 10.255.0.9`) with routelet clients
 /// A and B and a BIRD client (.3).
 #[test]
 fn routelet_is_a_client_of_a_bird_reflector() -> Result<()> {
     Lab::run("rrcb", |lab| {
         let seg = Segment::new(lab)?;
-        let (ns1, ns2, ns3, ns4) = (
-            seg.node(lab, 1)?,
-            seg.node(lab, 2)?,
-            seg.node(lab, 3)?,
-            seg.node(lab, 4)?,
-        );
-        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
-        let mut rr = BirdConfig::new(&addr(1), AS);
-        rr.cluster_id = Some(RR_CLUSTER.into());
-        for n in reflector_clients(1) {
-            let mut nb = BirdNeighbor::new(&format!("c{n}"), &addr(n), AS);
-            nb.rr_client = true;
-            rr.neighbors.push(nb);
-        }
-        let rr = Bird::start(lab, &ns1, "bird-rr", &rr)?;
-        let c = Bird::start(lab, &ns3, "bird-c", &bird_client(3, &[1]))?;
-        wait_until("all sessions established", SESSION_UP, |seen| {
-            Ok(rls.established(seen)?
-                && rr.established("c2", seen)?
-                && rr.established("c3", seen)?
-                && rr.established("c4", seen)?
-                && c.established("rr1", seen)?)
-        })?;
-        wait_bird(
-            &c,
-            &ns3,
-            &Reflected {
-                prefix: &prefix(2),
-                from: "rr1",
-                originator: &addr(2),
-                cluster_list: &[RR_CLUSTER],
-                next_hop: &addr(2),
+        let nss = four_nodes(lab, &seg)?;
+        routelet_as_client(
+            lab,
+            &nss,
+            |ns1, ns3| {
+                let mut rr = BirdConfig::new(&addr(1), AS);
+                rr.cluster_id = Some(RR_CLUSTER.into());
+                for n in reflector_clients(1) {
+                    let mut nb = BirdNeighbor::new(&format!("c{n}"), &addr(n), AS);
+                    nb.rr_client = true;
+                    rr.neighbors.push(nb);
+                }
+                Ok(Box::new(BirdReflector {
+                    rr: Bird::start(lab, ns1, "bird-rr", &rr)?,
+                    c: Bird::start(lab, ns3, "bird-c", &bird_client(3, &[1]))?,
+                    ns3,
+                }))
             },
-        )?;
-        rls.check(&ns2, &ns4, false)
+            false,
+        )
     })
 }
 
 /// FRR reflector (10.0.0.1, `route-reflector-client`, `bgp cluster-id 10.255.0.9`) with
-/// routelet clients A and B and an FRR client (.3).
+/// routelet clients A and B and an FRR client (.3). FRR sends each client its own route back.
 #[test]
 fn routelet_is_a_client_of_an_frr_reflector() -> Result<()> {
     Lab::run("rrcf", |lab| {
         let seg = Segment::new(lab)?;
-        let (ns1, ns2, ns3, ns4) = (
-            seg.node(lab, 1)?,
-            seg.node(lab, 2)?,
-            seg.node(lab, 3)?,
-            seg.node(lab, 4)?,
-        );
-        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
-        let mut rr = FrrConfig::new(&addr(1), AS);
-        rr.cluster_id = Some(RR_CLUSTER.into());
-        for n in reflector_clients(1) {
-            let mut nb = FrrNeighbor::new(&addr(n), AS);
-            nb.rr_client = true;
-            rr.neighbors.push(nb);
-        }
-        let rr = Frr::start(lab, &ns1, "frr-rr", &rr)?;
-        let c = Frr::start(lab, &ns3, "frr-c", &frr_client(3, &[1]))?;
-        wait_until("all sessions established", SESSION_UP, |seen| {
-            Ok(rls.established(seen)?
-                && rr.established(&addr(2), seen)?
-                && rr.established(&addr(3), seen)?
-                && rr.established(&addr(4), seen)?
-                && c.established(&addr(1), seen)?)
-        })?;
-        wait_frr(
-            &c,
-            &ns3,
-            &Reflected {
-                prefix: &prefix(2),
-                from: &addr(1),
-                originator: &addr(2),
-                cluster_list: &[RR_CLUSTER],
-                next_hop: &addr(2),
+        let nss = four_nodes(lab, &seg)?;
+        routelet_as_client(
+            lab,
+            &nss,
+            |ns1, ns3| {
+                let mut rr = FrrConfig::new(&addr(1), AS);
+                rr.cluster_id = Some(RR_CLUSTER.into());
+                for n in reflector_clients(1) {
+                    let mut nb = FrrNeighbor::new(&addr(n), AS);
+                    nb.rr_client = true;
+                    rr.neighbors.push(nb);
+                }
+                Ok(Box::new(FrrReflector {
+                    rr: Frr::start(lab, ns1, "frr-rr", &rr)?,
+                    c: Frr::start(lab, ns3, "frr-c", &frr_client(3, &[1]))?,
+                    ns3,
+                }))
             },
-        )?;
-        rls.check(&ns2, &ns4, true)
+            true,
+        )
     })
 }
 
@@ -569,45 +647,30 @@ fn routelet_is_a_client_of_an_frr_reflector() -> Result<()> {
 fn routelet_is_a_client_of_a_gobgp_reflector() -> Result<()> {
     Lab::run("rrcg", |lab| {
         let seg = Segment::new(lab)?;
-        let (ns1, ns2, ns3, ns4) = (
-            seg.node(lab, 1)?,
-            seg.node(lab, 2)?,
-            seg.node(lab, 3)?,
-            seg.node(lab, 4)?,
-        );
-        let rls = start_routelet_clients(lab, &ns2, &ns4)?;
-        let rr = GobgpConfig {
-            router_id: addr(1),
-            asn: AS,
-            neighbors: reflector_clients(1)
-                .map(|n| {
-                    let mut nb = GobgpNeighbor::new(&addr(n), AS);
-                    nb.rr_client = true;
-                    nb.rr_cluster_id = Some(RR_CLUSTER.into());
-                    nb
-                })
-                .collect(),
-        };
-        let rr = Gobgp::start(lab, &ns1, "gobgp-rr", &rr)?;
-        let c = start_gobgp(lab, &ns3, 3, vec![GobgpNeighbor::new(&addr(1), AS)])?;
-        wait_until("all sessions established", SESSION_UP, |seen| {
-            Ok(rls.established(seen)?
-                && rr.established(&addr(2), seen)?
-                && rr.established(&addr(3), seen)?
-                && rr.established(&addr(4), seen)?
-                && c.established(&addr(1), seen)?)
-        })?;
-        wait_gobgp(
-            &c,
-            &Reflected {
-                prefix: &prefix(2),
-                from: &addr(1),
-                originator: &addr(2),
-                cluster_list: &[RR_CLUSTER],
-                next_hop: &addr(2),
+        let nss = four_nodes(lab, &seg)?;
+        routelet_as_client(
+            lab,
+            &nss,
+            |ns1, ns3| {
+                let rr = GobgpConfig {
+                    router_id: addr(1),
+                    asn: AS,
+                    neighbors: reflector_clients(1)
+                        .map(|n| {
+                            let mut nb = GobgpNeighbor::new(&addr(n), AS);
+                            nb.rr_client = true;
+                            nb.rr_cluster_id = Some(RR_CLUSTER.into());
+                            nb
+                        })
+                        .collect(),
+                };
+                Ok(Box::new(GobgpReflector {
+                    rr: Gobgp::start(lab, ns1, "gobgp-rr", &rr)?,
+                    c: start_gobgp(lab, ns3, 3, vec![GobgpNeighbor::new(&addr(1), AS)])?,
+                }))
             },
-        )?;
-        rls.check(&ns2, &ns4, false)
+            false,
+        )
     })
 }
 
@@ -885,20 +948,7 @@ fn rr_configs_pass_the_daemons_parsers() -> Result<()> {
                 && text.contains(&format!("bgp cluster-id {RR_CLUSTER}")),
             format!("FRR render: {text}"),
         )?;
-        let out = interop::run_output(
-            std::process::Command::new(interop::frr::BGPD)
-                .args(["-C", "-f"])
-                .arg(write("bgpd.conf", &text)?),
-        )?;
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ensure(
-            out.status.success() && !log.contains("No such command") && !log.contains("[EC "),
-            format!("bgpd -C complained:\n{log}\nconfig:\n{text}"),
-        )?;
+        interop::frr::check_bgpd_config(&write("bgpd.conf", &text)?, &text)?;
 
         let mut gn = GobgpNeighbor::new(&addr(2), AS);
         gn.rr_client = true;

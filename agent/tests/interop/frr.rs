@@ -120,6 +120,21 @@ impl FrrConfig {
     }
 }
 
+/// `bgpd -C -f CONF` (a dry run): Ok when bgpd accepts the config file `conf` (whose text is
+/// `text`, for the error). bgpd exits 0 even on unknown commands, so its log is checked too.
+pub fn check_bgpd_config(conf: &Path, text: &str) -> Result<()> {
+    let out = super::run_output(Command::new(BGPD).args(["-C", "-f"]).arg(conf))?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    super::ensure(
+        out.status.success() && !log.contains("No such command") && !log.contains("[EC "),
+        format!("bgpd -C complained:\n{log}\nconfig:\n{text}"),
+    )
+}
+
 /// Removes /var/run/frr/NS on Drop (after the daemons, which are declared later in `Frr`).
 struct RunDir(PathBuf);
 
