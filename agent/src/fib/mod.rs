@@ -12,6 +12,7 @@ mod batch;
 mod diff;
 mod message;
 mod monitor;
+pub mod nexthop;
 mod task;
 
 use std::collections::HashMap;
